@@ -1,0 +1,107 @@
+"""Artifacts: round trips, corruption, wrong kinds, atomic writes, stdin/stdout."""
+
+import io
+import os
+import sys
+
+import pytest
+import torch
+
+from udiff import artifacts as A
+from udiff.errors import ArtifactError
+
+
+def _tensors():
+    return {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(4, dtype=torch.bfloat16),
+            "c": torch.zeros(0, dtype=torch.uint8)}
+
+
+def test_round_trip_keeps_tensors_and_metadata(tmp_path):
+    p = str(tmp_path / "x.safetensors")
+    A.save(p, _tensors(), "samples", recipe_json='{"a":1}', meta={"udiff.n": 3, "udiff.s": "text"})
+    art = A.load(p, "samples")
+    assert art.kind == "samples" and art.recipe_json == '{"a":1}'
+    assert art.json("udiff.n") == 3 and art.meta["udiff.s"] == "text"
+    assert art.meta["udiff.format"] == "1" and art.meta["format"] == "pt"
+    for k, v in _tensors().items():
+        assert torch.equal(art.tensors[k], v)
+    assert A.peek_kind(p) == "samples"
+
+
+def test_wrong_kind_names_both_kinds(tmp_path):
+    p = str(tmp_path / "x.safetensors")
+    A.save(p, _tensors(), "samples")
+    with pytest.raises(ArtifactError, match=r"is a 'samples' artifact; expected a 'model' artifact \(made by udiff train\)"):
+        A.load(p, "model")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty", "foreign"])
+def test_corrupted_files_are_refused(tmp_path, damage):
+    p = str(tmp_path / "x.safetensors")
+    A.save(p, _tensors(), "model")
+    data = bytearray(open(p, "rb").read())
+    if damage == "truncate":
+        data = data[:-5]
+    elif damage == "flip":
+        data[-2] ^= 0x10
+    elif damage == "garbage":
+        data = bytearray(b"this is not safetensors at all")
+    elif damage == "empty":
+        data = bytearray()
+    else:
+        from safetensors.torch import save
+        data = bytearray(save({"w": torch.ones(2)}))
+    open(p, "wb").write(bytes(data))
+    with pytest.raises(ArtifactError) as e:
+        A.load(p, "model")
+    msg = str(e.value)
+    assert msg.startswith(p) and "\n" not in msg
+
+
+def test_missing_path_and_directory(tmp_path):
+    with pytest.raises(ArtifactError, match="no such file"):
+        A.load(str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ArtifactError, match="is a directory"):
+        A.load(str(tmp_path))
+    with pytest.raises(ArtifactError, match="does not exist; create it first"):
+        A.save(str(tmp_path / "no" / "dir" / "x.safetensors"), _tensors(), "model")
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.png"
+    with pytest.raises(RuntimeError):
+        with A.Outputs() as out:
+            tmp = out.stage(str(target))
+            open(tmp, "w").write("half")
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_outputs_commit_all_together(tmp_path):
+    with A.Outputs() as out:
+        for name in ("a", "b"):
+            open(out.stage(str(tmp_path / name)), "w").write(name)
+        assert sorted(os.listdir(tmp_path)) == sorted(f for f in os.listdir(tmp_path) if f.startswith("."))
+        out.commit()
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_stdout_and_stdin(monkeypatch):
+    buf = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buf))
+    A.save("-", _tensors(), "samples")
+    sys.stdout.flush()
+    data = buf.getvalue()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    art = A.load("-", "samples")
+    assert torch.equal(art.tensors["a"], _tensors()["a"])
+
+
+def test_nothing_is_pickled():
+    import pathlib
+    import re
+
+    src = pathlib.Path(A.__file__).parent
+    for f in src.rglob("*.py"):
+        text = f.read_text()
+        assert not re.search(r"\bimport pickle\b|pickle\.loads?\(|torch\.load\(|cloudpickle", text), f

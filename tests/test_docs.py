@@ -1,0 +1,48 @@
+"""Documentation cannot drift: man pages and completions match the commands; README and CI agree."""
+
+import os
+import re
+
+from conftest import ROOT
+from udiff.cli import COMMANDS
+from udiff.cli.manpages import completions, pages
+
+
+def _read(*parts):
+    with open(os.path.join(ROOT, *parts)) as fh:
+        return fh.read()
+
+
+def test_man_pages_are_up_to_date():
+    for name, text in pages().items():
+        assert _read("man", name) == text, f"man/{name} is stale: run python -m udiff.cli.manpages man completions"
+
+
+def test_completions_are_up_to_date():
+    for name, text in completions().items():
+        assert _read("completions", name) == text, f"completions/{name} is stale"
+
+
+def test_readme_documents_every_command_and_the_ci_runs_its_test_command():
+    readme = _read("README.md")
+    for name in COMMANDS:
+        assert f"udiff {name}" in readme or f"`{name}`" in readme, name
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    setup = [line.split("#")[0].strip() for line in blocks[0].splitlines() if line.strip()]
+    assert len(setup) == 2
+    ci = _read(".ci", "run")
+    assert setup[1] in ci
+    assert "dataset-fashion-mnist" in ci
+
+
+def test_every_recipe_key_is_in_the_recipe_page():
+    from udiff import recipe as R
+    from dataclasses import fields
+
+    page = pages()["udiff-recipe.5"]
+    for section in R.SECTIONS:
+        classes = [R.spec_class(section, k) for k in R.kinds(section)] if section in R.KIND_SECTIONS \
+            else [R.spec_class(section)]
+        for cls in classes:
+            for f in fields(cls):
+                assert f"    {f.name} = " in page, (section, f.name)

@@ -1,0 +1,242 @@
+"""Artifacts: the safetensors files that pass from one udiff command to the next.
+
+Every artifact is a plain safetensors file (never a pickle) whose string metadata says what it is:
+
+    format          "pt" (what other safetensors tools look for)
+    udiff.kind      model | checkpoint | samples | ...   (a command refuses the wrong kind)
+    udiff.format    integer version of this layout
+    udiff.recipe    the full resolved recipe as canonical JSON (absent for artifacts without one)
+    udiff.version   the udiff version that wrote it;  torch.version likewise
+    udiff.sha256    digest of every tensor (name, dtype, shape, bytes): a corrupted file is refused
+    udiff.*         further kind-specific entries (JSON strings)
+
+Files are written to a temporary name beside the target and renamed when complete, so a failed or
+interrupted command leaves no half-written output. The path "-" means stdout (writing) or stdin (reading).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .errors import ArtifactError
+
+FORMAT = 1
+KINDS = ("model", "checkpoint", "samples")
+MAKERS = {  # how to make an artifact of each kind, for error messages
+    "model": "udiff train",
+    "checkpoint": "udiff train (it writes MODEL.ckpt.safetensors while training)",
+    "samples": "udiff sample",
+}
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: its kind, tensors (on the CPU) and string metadata."""
+
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, str] = field(default_factory=dict)
+    path: str = "-"
+
+    @property
+    def recipe_json(self) -> Optional[str]:
+        return self.meta.get("udiff.recipe")
+
+    def json(self, key: str, default=None):
+        """A JSON-valued metadata entry, parsed; `default` when absent."""
+        if key not in self.meta:
+            return default
+        try:
+            return json.loads(self.meta[key])
+        except json.JSONDecodeError:
+            raise ArtifactError(f"{self.path}: metadata {key} is not valid JSON; the file is corrupted") from None
+
+    def require(self, *keys: str):
+        """The named tensors, or a one-line error saying which one is missing."""
+        missing = [k for k in keys if k not in self.tensors]
+        if missing:
+            raise ArtifactError(f"{self.path}: {self.kind} artifact lacks tensor {missing[0]!r}; "
+                                f"re-create it with {MAKERS.get(self.kind, 'udiff')}")
+        return [self.tensors[k] for k in keys]
+
+
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def to_bytes(tensors: dict[str, torch.Tensor], kind: str, recipe_json: Optional[str] = None,
+             meta: Optional[dict[str, str]] = None) -> bytes:
+    """Serialize tensors and metadata into safetensors bytes."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().to("cpu").contiguous()
+        if v.numel() and v.untyped_storage().data_ptr() in seen:  # safetensors refuses shared storage
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    tensors = out
+    md = {
+        "format": "pt",
+        "udiff.kind": kind,
+        "udiff.format": str(FORMAT),
+        "udiff.version": __version__,
+        "torch.version": torch.__version__.split("+")[0],
+        "udiff.sha256": digest(tensors),
+    }
+    if recipe_json is not None:
+        md["udiff.recipe"] = recipe_json
+    for k, v in (meta or {}).items():
+        md[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return st_save(tensors, metadata=md)
+
+
+def save(path: str, tensors: dict[str, torch.Tensor], kind: str, recipe_json: Optional[str] = None,
+         meta: Optional[dict[str, str]] = None) -> None:
+    """Write an artifact atomically (temporary name + rename); "-" writes to stdout."""
+    data = to_bytes(tensors, kind, recipe_json, meta)
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def from_bytes(data: bytes, path: str = "-", kind: str | Iterable[str] | None = None) -> Artifact:
+    """Parse and verify artifact bytes; refuse corruption and the wrong kind with one line."""
+    if len(data) < 8:
+        raise ArtifactError(f"{path}: not a safetensors artifact (file is {len(data)} bytes); "
+                            "expected a file written by udiff")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8 or n > 100_000_000:
+        raise ArtifactError(f"{path}: not a safetensors artifact (bad header length); the file is "
+                            "truncated or not written by udiff")
+    try:
+        header = json.loads(data[8:8 + n])
+        md = header.get("__metadata__") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ArtifactError(f"{path}: not a safetensors artifact (unreadable header); the file is "
+                            "corrupted or not written by udiff") from None
+    if "udiff.kind" not in md:
+        raise ArtifactError(f"{path}: a safetensors file without udiff metadata; expected an artifact "
+                            "written by udiff")
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors raises its own error types for truncation and bad offsets
+        raise ArtifactError(f"{path}: corrupted artifact ({str(e).splitlines()[0]}); re-create it") from None
+    art = Artifact(kind=md["udiff.kind"], tensors=tensors, meta=dict(md), path=path)
+    try:
+        fmt = int(md.get("udiff.format", "0"))
+    except ValueError:
+        fmt = -1
+    if fmt > FORMAT or fmt < 1:
+        raise ArtifactError(f"{path}: artifact format {md.get('udiff.format')!r} is not one this udiff "
+                            f"({__version__}) reads (format {FORMAT}); use a matching udiff version")
+    if md.get("udiff.sha256") != digest(tensors):
+        raise ArtifactError(f"{path}: corrupted artifact (its tensors do not match the stored SHA-256); "
+                            "re-create it")
+    if kind is not None:
+        wanted = (kind,) if isinstance(kind, str) else tuple(kind)
+        if art.kind not in wanted:
+            how = " or ".join(f"a {w!r} artifact (made by {MAKERS.get(w, 'udiff')})" for w in wanted)
+            raise ArtifactError(f"{path}: is a {art.kind!r} artifact; expected {how}")
+    return art
+
+
+def load(path: str, kind: str | Iterable[str] | None = None) -> Artifact:
+    """Read and verify an artifact from a path ("-" = stdin); tensors stay on the CPU."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise ArtifactError(f"{path}: is a directory, expected an artifact file") from None
+        except PermissionError:
+            raise ArtifactError(f"{path}: permission denied") from None
+    return from_bytes(data, path, kind)
+
+
+def peek_kind(path: str) -> Optional[str]:
+    """The `udiff.kind` of a file without reading its tensors; None if it is not a udiff artifact."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n > 100_000_000:
+                return None
+            header = json.loads(fh.read(n))
+        return (header.get("__metadata__") or {}).get("udiff.kind")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside `path`; rename it onto `path` on success, delete it on failure."""
+    with Outputs() as out:
+        tmp = out.stage(path)
+        yield tmp
+        out.commit()
+
+
+class Outputs:
+    """Several output files that appear together or not at all.
+
+    `stage(path)` returns a temporary path to write to; `commit()` renames every staged file onto its
+    target; leaving the `with` block without commit (an error) deletes them all.
+    """
+
+    def __init__(self):
+        self._staged: list[tuple[str, str]] = []
+
+    def stage(self, path: str) -> str:
+        target = os.path.abspath(path)
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory):
+            raise ArtifactError(f"{path}: directory {directory} does not exist; create it first")
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+        os.close(fd)
+        self._staged.append((tmp, target))
+        return tmp
+
+    def commit(self):
+        for tmp, target in self._staged:
+            os.replace(tmp, target)
+        self._staged = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for tmp, _ in self._staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self._staged = []
+        return False

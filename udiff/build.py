@@ -1,0 +1,137 @@
+"""The one bridge from recipe specs to objects: a table per section, spec class → constructor.
+
+Adding a basis, process, schedule or network is one spec class in recipe.py, one class in its math
+module and one line in a table here. Math modules never see recipe dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import recipe as R
+from .basis import PixelBasis
+from .errors import RecipeError
+from .process import VP
+from .schedule import Cosine, VDMLinear, VPLinear
+
+BASES = {
+    R.PixelBasisSpec: lambda spec, shape: PixelBasis(shape),
+}
+
+PROCESSES = {
+    R.VPSpec: lambda spec: VP(),
+}
+
+SCHEDULES = {
+    R.VDMLinearSpec: lambda spec, shape: VDMLinear(spec.gamma_min, spec.gamma_max),
+    R.VPLinearSpec: lambda spec, shape: VPLinear(spec.beta_min, spec.beta_max, spec.t_min),
+    R.CosineSpec: lambda spec, shape: Cosine(spec.gamma_min, spec.gamma_max),
+}
+
+PRIORS = {
+    R.StandardPriorSpec: None,  # the process's stationary law on the components (whitened or not)
+}
+
+
+def _unet(spec, shape, k_in, k_out):
+    from .nets.unet import UNet
+
+    if len(shape) != 3:
+        raise RecipeError(f"[net] kind: 'unet' needs image data (C×H×W) but the data are vectors of shape "
+                          f"{tuple(shape)}; use [net] kind = \"mlp\"")
+    c, h, w = shape
+    levels = len(spec.channel_mult)
+    if h % (1 << (levels - 1)) or w % (1 << (levels - 1)):
+        raise RecipeError(f"[net] channel_mult: {levels} resolutions need H and W divisible by "
+                          f"{1 << (levels - 1)}, but the images are {h}×{w}; use fewer entries")
+    resolutions = [h >> i for i in range(levels)]
+    for r in spec.attn_resolutions:
+        if r not in resolutions:
+            raise RecipeError(f"[net] attn_resolutions: {r} is not a resolution of this network "
+                              f"(allowed: {', '.join(map(str, resolutions))})")
+    return UNet(k_in * c, k_out * c, h, channels=spec.channels, channel_mult=spec.channel_mult,
+                num_blocks=spec.num_blocks, attn_resolutions=spec.attn_resolutions, dropout=spec.dropout)
+
+
+def _mlp(spec, shape, k_in, k_out):
+    from .nets.mlp import MLP
+
+    d = 1
+    for s in shape:
+        d *= s
+    return MLP(k_in * d, k_out * d, hidden=spec.hidden, depth=spec.depth, dropout=spec.dropout)
+
+
+NETS = {R.UNetSpec: _unet, R.MLPSpec: _mlp}
+
+
+def resolve(recipe: R.Recipe, data_info: dict) -> R.Recipe:
+    """Fill in what depends on the data (the U-Net preset chosen by image size, preset values)."""
+    net = recipe.net
+    if isinstance(net, R.UNetSpec):
+        from .nets.unet import PRESETS, auto_preset
+
+        shape = data_info["shape"]
+        preset = net.preset if net.preset != "auto" else auto_preset(shape[-1] if len(shape) == 3 else 0)
+        values = {k: getattr(net, k) if getattr(net, k) is not None else v for k, v in PRESETS[preset].items()}
+        recipe = recipe.with_section("net", preset=preset, **values)
+    return recipe
+
+
+def build_model(recipe: R.Recipe, data_info: dict):
+    """A model (`model.Model`) for a resolved recipe and the data description stored with it."""
+    from .model import NetModel
+    from .nets.gaussian import GaussianModel
+
+    shape = tuple(data_info["shape"])
+    basis = BASES[type(recipe.basis)](recipe.basis, shape)
+    process = PROCESSES[type(recipe.process)](recipe.process)
+    schedule = SCHEDULES[type(recipe.schedule)](recipe.schedule, shape)
+    if isinstance(recipe.net, R.GaussianNetSpec):
+        return GaussianModel(basis, process, schedule, shape, jitter=recipe.net.jitter)
+    net = NETS[type(recipe.net)](recipe.net, shape, process.k, process.predicted)
+    return NetModel(basis, process, schedule, shape, net, cond=recipe.net.cond)
+
+
+def recipe_of(artifact, overrides=()) -> R.Recipe:
+    """The recipe stored in an artifact, with `--set` overrides applied and validated."""
+    text = artifact.recipe_json
+    if text is None:
+        raise RecipeError(f"{artifact.path}: artifact holds no recipe; re-create it with udiff")
+    return R.from_json(text, origin=artifact.path, overrides=overrides)
+
+
+def model_from_artifact(artifact, overrides=(), ema: bool = True):
+    """Rebuild a trained model from a `model` artifact; EMA weights unless ema=False."""
+    from .artifacts import ArtifactError
+
+    rec = recipe_of(artifact, overrides)
+    info = artifact.json("udiff.data")
+    if not info or "shape" not in info:
+        raise ArtifactError(f"{artifact.path}: model artifact lacks its data description; re-train it")
+    model = build_model(rec, info)
+    prefix = "ema." if ema else "weights."
+    state = {k[len(prefix):]: v for k, v in artifact.tensors.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise ArtifactError(f"{artifact.path}: weights do not fit the recipe's network ({what}); the file "
+                            "was edited or made by another udiff version")
+    model.eval()
+    return model, rec, info
+
+
+def section_changes(a: R.Recipe, b: R.Recipe, ignore: dict[str, tuple[str, ...]]) -> list[str]:
+    """Human-readable differences between two recipes, skipping ignored keys ({section: keys})."""
+    out = []
+    da, db = a.to_dict(), b.to_dict()
+    for sec in R.SECTIONS:
+        if ignore.get(sec) == ("*",):
+            continue
+        for key in sorted(set(da[sec]) | set(db[sec])):
+            if key in ignore.get(sec, ()):
+                continue
+            if da[sec].get(key) != db[sec].get(key):
+                out.append(f"[{sec}] {key} {json.dumps(da[sec].get(key))} vs {json.dumps(db[sec].get(key))}")
+    return out
+

@@ -1,0 +1,99 @@
+"""The `udiff` command line: a click group whose subcommands are imported only when run.
+
+Every subcommand module parses its options, calls the library, and writes its outputs; no math here.
+Errors the user can fix (bad recipe, flag, path, data, artifact) print one line and exit with status 2;
+`udiff --debug ...` shows the traceback instead. Unexpected exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import UdiffError
+
+COMMANDS = {
+    "fit-basis": "udiff.cli.fit_basis",
+    "train": "udiff.cli.train",
+    "sample": "udiff.cli.sample",
+    "eval-nll": "udiff.cli.eval_nll",
+    "eval-fid": "udiff.cli.eval_fid",
+    "compress": "udiff.cli.compress",
+    "inpaint": "udiff.cli.inpaint",
+    "show": "udiff.cli.show",
+}
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class UdiffGroup(click.Group):
+    """Lazy subcommands, and one-line errors with exit status 2 for everything the user can fix."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(COMMANDS[name]).command
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv[:argv.index("--")] if "--" in argv else "--debug" in argv
+        try:
+            rv = super().main(args=argv, prog_name=prog_name or "udiff", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("udiff: interrupted", err=True)
+            rv = 130
+        except _NO_ARGS_IS_HELP as e:  # bare `udiff` or a group without a subcommand: show the help
+            click.echo(e.format_message() if not hasattr(e, "ctx") else e.ctx.get_help())
+            rv = 0
+        except click.ClickException as e:
+            if debug:
+                raise
+            cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "udiff"
+            hint = f" (see '{cmd} --help')" if isinstance(e, click.UsageError) else ""
+            click.echo(f"{cmd}: error: {_one_line(e.format_message())}{hint}", err=True)
+            rv = 2
+        except UdiffError as e:
+            if debug:
+                raise
+            click.echo(f"udiff: error: {_one_line(e)}", err=True)
+            rv = getattr(e, "exit_code", 2)
+        except KeyboardInterrupt:
+            click.echo("udiff: interrupted", err=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group("udiff", cls=UdiffGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="udiff")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error instead of one line.")
+def cli(debug):
+    """Diffusion models from the shell: VDM, PSLD/CLD, GUD and dilation-path sampling in one toolkit.
+
+    Each stage is a command that reads and writes safetensors artifacts; a TOML recipe describes the
+    whole experiment and `--set section.key=value` overrides any of its keys.
+
+    \b
+    udiff train   recipes/digits.toml -o run/model.safetensors
+    udiff sample  run/model.safetensors --seeds 0-63 -o run/samples.safetensors --grid run/samples.png
+    udiff show    run/model.safetensors
+    """
+
+
+def main(args=None):
+    cli.main(args=args, prog_name="udiff")

@@ -1,0 +1,8 @@
+"""`udiff eval-nll`: likelihood in bits/dim.
+
+Registered so that scripts can rely on the name; not yet implemented.
+"""
+
+from .options import not_yet
+
+command = not_yet("eval-nll", "likelihood in bits/dim")

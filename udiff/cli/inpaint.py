@@ -1,0 +1,8 @@
+"""`udiff inpaint`: inpainting.
+
+Registered so that scripts can rely on the name; not yet implemented.
+"""
+
+from .options import not_yet
+
+command = not_yet("inpaint", "inpainting")

@@ -1,0 +1,105 @@
+"""Generate man pages and shell completion scripts from the click commands themselves.
+
+    python -m udiff.cli.manpages man/ completions/
+
+writes man/udiff.1, man/udiff-<command>.1 for every command, man/udiff-recipe.5 (every recipe section,
+kind and key, from recipe.reference()), and completions/udiff.{bash,zsh,fish}. A test regenerates them and
+compares, so the checked-in pages never drift from `--help`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from .. import recipe as R
+from . import COMMANDS, cli
+
+
+def _esc(text: str) -> str:
+    text = text.replace("\\", "\\\\").replace("-", "\\-")
+    return "\n".join(("\\&" + line) if line.startswith((".", "'")) else line for line in text.splitlines())
+
+
+def _paragraphs(help_text: str) -> list[str]:
+    """Click help text → roff paragraphs; `\\b` blocks stay verbatim (.nf)."""
+    out = []
+    for block in help_text.strip().split("\n\n"):
+        lines = block.splitlines()
+        if lines and lines[0].strip() == "\b":
+            out.append(".PP\n.nf\n" + _esc("\n".join(line.strip() for line in lines[1:])) + "\n.fi")
+        else:
+            out.append(".PP\n" + _esc(" ".join(line.strip() for line in lines)))
+    return out
+
+
+def page(name: str, command: click.Command, parent: click.Context | None) -> str:
+    ctx = click.Context(command, info_name=name, parent=parent)
+    full = ctx.command_path
+    title = full.replace(" ", "-").upper()
+    lines = [f'.TH {title} 1 "" "udiff {__version__}" "udiff manual"', ".SH NAME",
+             f"{_esc(full.replace(' ', '-'))} \\- {_esc(command.get_short_help_str(200))}", ".SH SYNOPSIS",
+             f".B {_esc(full)}", _esc(" ".join(command.collect_usage_pieces(ctx))), ".SH DESCRIPTION"]
+    lines += _paragraphs(command.help or "")
+    records = [p.get_help_record(ctx) for p in command.get_params(ctx)]
+    records = [r for r in records if r]
+    if records:
+        lines.append(".SH OPTIONS")
+        for opt, text in records:
+            lines += [".TP", f"\\fB{_esc(opt)}\\fR", _esc(text)]
+    if isinstance(command, click.Group):
+        lines.append(".SH COMMANDS")
+        for sub in COMMANDS:
+            cmd = command.get_command(ctx, sub)
+            lines += [".TP", f"\\fB{_esc(sub)}\\fR", _esc(cmd.get_short_help_str(200))]
+        lines += [".SH SEE ALSO", ", ".join(f"\\fBudiff\\-{_esc(s)}\\fR(1)" for s in COMMANDS)
+                  + ", \\fBudiff\\-recipe\\fR(5)"]
+    return "\n".join(lines) + "\n"
+
+
+def recipe_page() -> str:
+    lines = [f'.TH UDIFF-RECIPE 5 "" "udiff {__version__}" "udiff manual"', ".SH NAME",
+             "udiff\\-recipe \\- the TOML recipes udiff commands read", ".SH DESCRIPTION"]
+    lines += _paragraphs(R.__doc__.split("\n\n", 1)[1])
+    lines += [".SH SECTIONS, KINDS AND KEYS", ".nf", _esc(R.reference()), ".fi"]
+    return "\n".join(lines) + "\n"
+
+
+def pages() -> dict[str, str]:
+    root = click.Context(cli, info_name="udiff")
+    out = {"udiff.1": page("udiff", cli, None), "udiff-recipe.5": recipe_page()}
+    for name in COMMANDS:
+        out[f"udiff-{name}.1"] = page(name, cli.get_command(root, name), root)
+    return out
+
+
+def completions() -> dict[str, str]:
+    from click.shell_completion import get_completion_class
+
+    out = {}
+    for shell in ("bash", "zsh", "fish"):
+        comp = get_completion_class(shell)(cli, {}, "udiff", "_UDIFF_COMPLETE")
+        out[f"udiff.{shell}"] = comp.source()
+    return out
+
+
+def write_all(man_dir: str, completion_dir: str) -> list[str]:
+    written = []
+    for directory, files in ((man_dir, pages()), (completion_dir, completions())):
+        os.makedirs(directory, exist_ok=True)
+        for name, text in files.items():
+            path = os.path.join(directory, name)
+            with open(path, "w") as fh:
+                fh.write(text)
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m udiff.cli.manpages MAN_DIR COMPLETIONS_DIR")
+    for p in write_all(sys.argv[1], sys.argv[2]):
+        print(p)

@@ -1,0 +1,73 @@
+"""Option bundles shared by the subcommands, and small helpers the commands share."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import UdiffError
+
+
+def set_option(f):
+    return click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                        help="Override a recipe key (repeatable), e.g. --set train.steps=2000. Values are "
+                             "read as TOML; bare words are strings.")(f)
+
+
+def device_option(f):
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
+                        help="Where to run: CUDA when present for auto.")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as one JSON object on stdout.")(f)
+
+
+def resolve_device(name: str):
+    """'auto' → cuda if available else cpu; a named CUDA device must exist."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UdiffError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UdiffError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UdiffError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise UdiffError(f"--device {name}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def emit(as_json: bool, record: dict, human: str):
+    """The result of a command: a JSON object on stdout with --json, else one human line on stderr."""
+    if as_json:
+        click.echo(json.dumps(record, sort_keys=True))
+    else:
+        click.echo(human, err=True)
+
+
+def not_yet(name: str, issue: str):
+    """A registered command whose capability has not landed: says so, exit status 2, no output written."""
+
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                            "help_option_names": ["-h", "--help"]},
+                   help=f"Not yet implemented in this version of udiff ({issue}). It exits with status 2 "
+                        "and writes nothing.", short_help="(not yet implemented)")
+    @click.pass_context
+    def command(ctx):
+        raise UdiffError(f"'udiff {name}' is not yet implemented in this version ({issue}); nothing was written")
+
+    return command

@@ -1,0 +1,117 @@
+"""`udiff sample MODEL -n N -o SAMPLES`: draw samples from a trained model."""
+
+from __future__ import annotations
+
+import click
+
+from ..recipe import GRIDS, SAMPLERS
+from .options import device_option, emit, json_option, resolve_device, set_option, stderr_is_terminal
+
+
+@click.command("sample", short_help="Draw samples from a model.")
+@click.argument("model_path", metavar="MODEL")
+@click.option("-n", "--num", type=click.IntRange(min=1), metavar="N", help="Number of samples (seeds SEED..SEED+N-1).")
+@click.option("--seeds", metavar="LIST", help="Seeds, e.g. 0-63 or 0-9,100: sample k uses seed k.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
+              help="First seed when only -n is given.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), help="Sampler; overrides [sample] sampler.")
+@click.option("--steps", type=click.IntRange(min=1), metavar="K", help="Steps; overrides [sample] steps.")
+@click.option("--time-grid", type=click.Choice(GRIDS), help="Time grid; overrides [sample] grid.")
+@click.option("-o", "--out", metavar="SAMPLES", help="Samples artifact to write ('-' for stdout).")
+@click.option("--grid", "grid_png", metavar="PNG", help="Also write a picture of the samples (image data only).")
+@click.option("--grid-scale", type=click.IntRange(1, 16), default=1, show_default=True, metavar="S",
+              help="Enlarge each pixel of the picture S times.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="B",
+              help="Samples per batch; overrides [sample] batch_size.")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
+@set_option
+@device_option
+@json_option
+def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_png, grid_scale, batch_size,
+            no_ema, overrides, device, as_json):
+    """Draw samples from MODEL (a model artifact from `udiff train`, or its checkpoint), one per seed.
+
+    Sample k comes from seed k alone, so it is the same whatever the batch size. Image models write
+    uint8 `images` (N×C×H×W); models of float data write float32 `x` in the data's shape.
+
+    \b
+    udiff sample run/model.safetensors --seeds 0-63 -o run/samples.safetensors --grid run/samples.png
+    udiff sample run/model.safetensors -n 1000 --sampler ddim --steps 50 -o - | ...
+    """
+    from ..errors import UdiffError
+    from ..rng import parse_seeds
+
+    if not out and not grid_png:
+        raise click.UsageError("nothing to write: give -o SAMPLES and/or --grid PNG")
+    if out == "-" and as_json:
+        raise click.UsageError("--json and -o - both write to stdout; choose one")
+    if model_path.endswith(".toml"):
+        raise UdiffError(f"{model_path}: is a recipe; sample takes a model artifact made by `udiff train`")
+    seed_list = parse_seeds(seeds) if seeds else None
+    if seed_list is not None and num is not None and num != len(seed_list):
+        raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
+    if seed_list is None:
+        if num is None:
+            raise click.UsageError("give -n N or --seeds LIST")
+        seed_list = list(range(seed, seed + num))
+
+    import sys
+    import time
+
+    import torch
+
+    from .. import artifacts
+    from ..build import model_from_artifact, recipe_of
+    from ..data import to_uint8
+    from ..samplers import generate
+
+    extra = list(overrides)
+    for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
+        if val is not None:
+            extra.append(f"sample.{key}={val!r}" if isinstance(val, str) else f"sample.{key}={val}")
+    art = artifacts.load(model_path, ("model", "checkpoint"))  # a checkpoint samples mid-training
+    use_ema = recipe_of(art, extra).sample.ema and not no_ema
+    model, rec, info = model_from_artifact(art, extra, ema=use_ema)
+    image8 = info.get("kind") == "image8"
+    if grid_png and len(info["shape"]) != 3:
+        raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape {tuple(info['shape'])}")
+    dev = resolve_device(device)
+    model.to(dev)
+    s = rec.sample
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    bar = None
+    if stderr_is_terminal():
+        from tqdm import tqdm
+        bar = tqdm(total=len(seed_list), unit="sample", file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    x, used = generate(model, seed_list, sampler=s.sampler, steps=s.steps, grid=s.grid, rho=s.rho, eta=s.eta,
+                      t_end=s.t_end, denoise=s.denoise, batch_size=s.batch_size, device=dev,
+                      autocast=autocast, progress=bar.update if bar else None)
+    seconds = time.perf_counter() - t0
+    if bar:
+        bar.close()
+    tensors = {"seeds": torch.tensor(seed_list, dtype=torch.int64)}
+    if image8:
+        tensors["images"] = to_uint8(x)
+    else:
+        tensors["x"] = x.float()
+    meta = {"udiff.samples": {**used, "sampler": s.sampler, "ema": use_ema, "n": len(seed_list),
+                              "model": art.meta.get("udiff.sha256")},
+            "udiff.data": info}
+    with artifacts.Outputs() as outputs:
+        if grid_png:
+            from ..images import grid, save_png
+
+            pics = tensors["images"] if image8 else to_uint8(x.clamp(-1, 1))
+            save_png(outputs.stage(grid_png), grid(pics), scale=grid_scale)
+        if out and out != "-":
+            with open(outputs.stage(out), "wb") as fh:
+                fh.write(artifacts.to_bytes(tensors, "samples", rec.to_json(), meta))
+        outputs.commit()
+    if out == "-":
+        artifacts.save("-", tensors, "samples", rec.to_json(), meta)
+    wrote = " and ".join(p for p in (out if out != "-" else None, grid_png) if p) or "stdout"
+    emit(as_json, {"out": out, "grid": grid_png, "n": len(seed_list), "sampler": s.sampler, **used,
+                   "seconds": round(seconds, 3), "device": str(dev)},
+         f"udiff sample: wrote {wrote}: {len(seed_list)} samples, {s.sampler} {used['steps']} steps "
+         f"({used['nfe']} NFE), {seconds:.1f} s on {dev}")

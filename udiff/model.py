@@ -1,0 +1,71 @@
+"""A diffusion model: the five parts (basis, prior, process, schedule, network) behind one call.
+
+`model.eps(z, lvl)` is the network's prediction of the noise in the state z (B, k, *event), given the
+noise level `lvl = model.level(t)`; it returns the `process.predicted` last slots, (B, p, *event), in
+component space. Samplers, losses and likelihoods only ever call these two methods.
+
+`NetModel` runs a backbone on the state mapped back to data layout (basis.to_net), stacked along channels
+(images: (B, k·C, H, W); vectors: (B, k·d)) with a scalar noise label; `nets.gaussian.GaussianModel`
+computes the same quantity in closed form for Gaussian data.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .basis import Basis
+from .nets.embeddings import noise_label
+from .process import Process
+from .schedule import NoiseLevel, Schedule
+
+
+class Model(nn.Module):
+    """Common part: the basis and schedule are submodules (their tensors go into artifacts)."""
+
+    def __init__(self, basis: Basis, process: Process, schedule: Schedule, event_shape):
+        super().__init__()
+        self.basis = basis
+        self.schedule = schedule
+        self.process = process
+        self.event_shape = tuple(event_shape)
+
+    def level(self, t) -> NoiseLevel:
+        return self.schedule.level(t, len(self.event_shape))
+
+    def eps(self, z: torch.Tensor, lvl: NoiseLevel) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Data (B, *event) → x0 in component space, (B, 1, *event)."""
+        return self.basis.encode(x).unsqueeze(1)
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """(B, 1, *event) component-space estimate → data (B, *event)."""
+        return self.basis.decode(x0[:, 0])
+
+
+class NetModel(Model):
+    def __init__(self, basis, process, schedule, event_shape, net: nn.Module, cond: str = "gamma"):
+        super().__init__(basis, process, schedule, event_shape)
+        self.net = net
+        self.cond = cond
+        self.channels_last = False
+
+    def eps(self, z, lvl):
+        b, k = z.shape[:2]
+        inp = self.basis.to_net(z.reshape((b * k,) + self.event_shape))
+        if len(self.event_shape) == 3:
+            c, h, w = self.event_shape
+            inp = inp.reshape(b, k * c, h, w)
+            if self.channels_last:
+                inp = inp.contiguous(memory_format=torch.channels_last)
+        else:
+            inp = inp.reshape(b, -1)
+        raw = lvl.label() if self.cond == "gamma" else lvl.t
+        label = noise_label(raw, self.cond).to(torch.float32).expand(b)
+        net = getattr(self, "_compiled", None) or self.net  # torch.compile'd forward, when asked for
+        out = net(inp.to(torch.float32), label)
+        p = self.process.predicted
+        out = self.basis.from_net(out.float().reshape((b * p,) + self.event_shape))
+        return out.reshape((b, p) + self.event_shape)

@@ -1,0 +1,266 @@
+"""The training loop: AdamW with warm-up, gradient clipping, EMA, bf16 autocast on CUDA, checkpoints, resume.
+
+Determinism: every random number of step s (data order, times, noise, dropout, flips) comes from torch
+generators seeded with rng.step_seed(seed, s), so a run resumed from a checkpoint at step s continues
+exactly as the uninterrupted run would; the checkpoint holds weights, EMA, optimizer state and step.
+The data set lives on the device as uint8 and is converted per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import artifacts
+from .data import Dataset, to_unit
+from .errors import ArtifactError, UdiffError
+from .losses import diffusion_loss, stratified_times
+from .rng import step_seed
+
+
+class TrainingDiverged(UdiffError):
+    exit_code = 1
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    start_step: int
+    seconds: float
+    images_per_second: float
+    loss: float
+    device: str
+    checkpoint: str | None
+
+    def as_dict(self):
+        return dict(self.__dict__)
+
+
+class BatchOrder:
+    """Batch b of a run holds data positions b·B ... b·B + B - 1 of a stream of epoch permutations."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch, self.seed = n, batch, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            g = torch.Generator().manual_seed(step_seed(self.seed, epoch, salt=1))
+            self._cache = {epoch: torch.randperm(self.n, generator=g), **{
+                e: p for e, p in self._cache.items() if e >= epoch - 1}}
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        pos = torch.arange(step * self.batch, (step + 1) * self.batch)
+        epochs = pos // self.n
+        out = torch.empty_like(pos)
+        for e in epochs.unique().tolist():
+            m = epochs == e
+            out[m] = self._perm(e)[pos[m] % self.n]
+        return out
+
+
+def checkpoint_path(out_path: str) -> str:
+    base = out_path[:-len(".safetensors")] if out_path.endswith(".safetensors") else out_path
+    return base + ".ckpt.safetensors"
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer):
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict):
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    for name, v in meta.get("scalars", {}).items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = v
+    current = opt.state_dict()["param_groups"]
+    groups = []
+    for cur, saved in zip(current, meta["param_groups"]):
+        g = dict(cur)
+        for k, v in saved.items():
+            if k not in ("params", "fused", "foreach", "capturable", "differentiable"):
+                g[k] = tuple(v) if isinstance(v, list) else v
+        groups.append(g)
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def fit_gaussian(model, data: Dataset, device) -> TrainResult:
+    """The `gaussian` net: mean and covariance of the data, no gradient steps."""
+    t0 = time.perf_counter()
+    model.fit(data.unit().to(device))
+    return TrainResult(0, 0, time.perf_counter() - t0, 0.0, float("nan"), str(device), None)
+
+
+def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, fresh: bool = False,
+          progress: bool = False) -> TrainResult:
+    """Optimise `model` on `data` per rec.train; writes checkpoints beside out_path and returns a summary.
+
+    The caller writes the final model artifact (see `export_state`).
+    """
+    spec = rec.train
+    dev = torch.device(device)
+    model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = dev.type == "cuda"
+    opt = torch.optim.AdamW(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.adam_eps,
+                            weight_decay=spec.weight_decay, **({"fused": True} if fused else {"foreach": True}))
+    ema = [p.detach().clone() for p in params]
+    ckpt = checkpoint_path(out_path) if out_path != "-" else None
+    start, elapsed = 0, 0.0
+
+    if ckpt and os.path.exists(ckpt) and not fresh:
+        start, elapsed = _resume(ckpt, model, opt, ema, params, rec, data_info, spec.steps)
+
+    use_bf16 = spec.precision == "bf16" or (spec.precision == "auto" and dev.type == "cuda")
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+    if dev.type == "cuda" and len(model.event_shape) == 3 and hasattr(model, "channels_last"):
+        model.net.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if spec.compile and hasattr(model, "net"):
+        object.__setattr__(model, "_compiled", torch.compile(model.net))
+
+    images = data.tensor.to(dev)
+    order = BatchOrder(len(data), spec.batch_size, spec.seed)
+    shape = (model.process.k,) + model.event_shape
+    model.train()
+    log_every = 50
+    loss_acc = torch.zeros((), device=dev)
+    n_acc, last_loss = 0, float("nan")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=spec.steps, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True)
+
+    t_run = time.perf_counter()
+    t_ckpt = 0.0
+    for step in range(start, spec.steps):
+        torch.manual_seed(step_seed(spec.seed, step))
+        idx = order.indices(step).to(dev, non_blocking=True)
+        x = images[idx]
+        x = to_unit(x) if data.is_image8 else x.float()
+        if rec.data.hflip and x.ndim == 4:
+            flip = torch.rand(x.shape[0], device=dev) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x0 = model.encode(x)
+        t = stratified_times(x.shape[0], model.schedule.t_min, device=dev)
+        eps = torch.randn((x.shape[0],) + shape, device=dev)
+        for g in opt.param_groups:
+            g["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) if spec.warmup else spec.lr
+        with autocast:
+            loss = diffusion_loss(model, x0, t, eps, spec.weighting).mean()
+        loss.backward()
+        if spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        decay = min(spec.ema, (1 + step) / (10 + step)) if spec.ema_warmup else spec.ema
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+        loss_acc += loss.detach()
+        n_acc += 1
+        done = step + 1
+        if n_acc == log_every or done == spec.steps:
+            last_loss = float(loss_acc) / n_acc
+            loss_acc.zero_()
+            n_acc = 0
+            if not math.isfinite(last_loss):
+                raise TrainingDiverged(f"training diverged at step {done} (loss {last_loss}); lower [train] lr "
+                                       "or raise [train] warmup")
+            if bar:
+                bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+        if bar:
+            bar.update(1)
+        if ckpt and (done == spec.steps or (spec.checkpoint_every and done % spec.checkpoint_every == 0)):
+            t0 = time.perf_counter()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            run_seconds = time.perf_counter() - t_run - t_ckpt
+            _save_checkpoint(ckpt, model, opt, ema, params, rec, data_info, done, elapsed + run_seconds)
+            t_ckpt += time.perf_counter() - t0
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    if bar:
+        bar.close()
+    seconds = time.perf_counter() - t_run - t_ckpt
+    steps_run = spec.steps - start
+    model.eval()
+    _remember_ema(model, ema, params)
+    return TrainResult(spec.steps, start, seconds,
+                       steps_run * spec.batch_size / seconds if steps_run and seconds > 0 else 0.0,
+                       last_loss, str(dev), ckpt)
+
+
+def _remember_ema(model, ema, params):
+    """Keep the EMA values on the model (unregistered) so export_state can write both sets of weights."""
+    object.__setattr__(model, "_ema_values", {id(p): e for p, e in zip(params, ema)})
+
+
+def export_state(model) -> dict[str, torch.Tensor]:
+    """Tensors of a model artifact: weights.* (raw) and ema.* (EMA; equal to raw for fitted models)."""
+    state = model.state_dict()
+    ema_values = getattr(model, "_ema_values", {})
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    ema_state = dict(state)
+    for pid, value in ema_values.items():
+        ema_state[by_id[pid]] = value
+    out = {f"weights.{k}": v for k, v in state.items()}
+    out.update({f"ema.{k}": v for k, v in ema_state.items()})
+    return out
+
+
+def _save_checkpoint(path, model, opt, ema, params, rec, data_info, step, seconds):
+    tensors = {f"weights.{k}": v for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors.update({f"ema.{names[id(p)]}": e for p, e in zip(params, ema)})
+    opt_t, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_t)
+    artifacts.save(path, tensors, "checkpoint", rec.to_json(), meta={
+        "udiff.step": str(step), "udiff.data": data_info, "udiff.optimizer": opt_meta,
+        "udiff.seconds": f"{seconds:.3f}"})
+
+
+def _resume(path, model, opt, ema, params, rec, data_info, steps):
+    from .build import recipe_of, section_changes
+
+    art = artifacts.load(path, "checkpoint")
+    stored = recipe_of(art)
+    diffs = section_changes(stored, rec, {"train": ("steps", "checkpoint_every"), "sample": ("*",)})
+    if diffs:
+        raise ArtifactError(f"{path}: checkpoint of a different recipe ({diffs[0]}); pass --fresh to start "
+                            "over, or write to another -o")
+    stored_data = art.json("udiff.data", {})
+    if stored_data.get("sha256") != data_info.get("sha256"):
+        raise ArtifactError(f"{path}: checkpoint was trained on other data ({stored_data.get('source')}); "
+                            "pass --fresh to start over")
+    step = int(art.meta.get("udiff.step", "0"))
+    if step > steps:
+        raise ArtifactError(f"{path}: checkpoint is at step {step}, beyond [train] steps = {steps}; raise "
+                            "steps or pass --fresh")
+    weights = {k[len("weights."):]: v for k, v in art.tensors.items() if k.startswith("weights.")}
+    model.load_state_dict(weights)
+    names = {id(p): n for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            e.copy_(art.tensors[f"ema.{names[id(p)]}"])
+    _load_optimizer(opt, art.tensors, art.json("udiff.optimizer"))
+    return step, float(art.meta.get("udiff.seconds", "0"))
+
