@@ -104,6 +104,8 @@ def test_bad_flags(runner, tmp_path, vec_models):
     _fails(runner, ["sample", m, "-n", "4", "-o", out, "--device", "cuda:7"], "--device cuda:7", tmp_path)
     _fails(runner, ["sample", m, "-n", "4", "-o", out, "--set", "sample.steps=0"], "[sample] steps: must be >= 1",
            tmp_path)
+    _fails(runner, ["sample", m, "-n", "4", "-o", out, "--set", "schedule.gamma_max=3"],
+           "sample overrides only [sample] keys", tmp_path)
 
 
 def test_bad_artifacts(runner, tmp_path, vec_models):

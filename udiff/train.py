@@ -23,6 +23,9 @@ from .losses import diffusion_loss, stratified_times
 from .rng import step_seed
 
 
+WARM_STEPS = 10
+
+
 class TrainingDiverged(UdiffError):
     exit_code = 1
 
@@ -150,9 +153,18 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
         from tqdm import tqdm
         bar = tqdm(total=spec.steps, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True)
 
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    # Throughput is measured in steady state: the first WARM steps (cuDNN autotuning, compilation) are
+    # excluded when the run is long enough to afford it.
+    warm = WARM_STEPS if spec.steps - start >= 2 * WARM_STEPS else 0
     t_run = time.perf_counter()
     t_ckpt = 0.0
     for step in range(start, spec.steps):
+        if step == start + warm and warm:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t_steady, t_ckpt_steady = time.perf_counter(), t_ckpt
         torch.manual_seed(step_seed(spec.seed, step))
         idx = order.indices(step).to(dev, non_blocking=True)
         x = images[idx]
@@ -200,13 +212,17 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
         torch.cuda.synchronize()
     if bar:
         bar.close()
-    seconds = time.perf_counter() - t_run - t_ckpt
+    now = time.perf_counter()
+    seconds = now - t_run - t_ckpt
     steps_run = spec.steps - start
+    if warm:
+        steady = now - t_steady - (t_ckpt - t_ckpt_steady)
+        rate = (steps_run - warm) * spec.batch_size / steady
+    else:
+        rate = steps_run * spec.batch_size / seconds if steps_run and seconds > 0 else 0.0
     model.eval()
     _remember_ema(model, ema, params)
-    return TrainResult(spec.steps, start, seconds,
-                       steps_run * spec.batch_size / seconds if steps_run and seconds > 0 else 0.0,
-                       last_loss, str(dev), ckpt)
+    return TrainResult(spec.steps, start, seconds, rate, last_loss, str(dev), ckpt)
 
 
 def _remember_ema(model, ema, params):
@@ -243,7 +259,7 @@ def _resume(path, model, opt, ema, params, rec, data_info, steps):
 
     art = artifacts.load(path, "checkpoint")
     stored = recipe_of(art)
-    diffs = section_changes(stored, rec, {"train": ("steps", "checkpoint_every"), "sample": ("*",)})
+    diffs = section_changes(stored, rec, {"train": ("steps", "checkpoint_every", "compile"), "sample": ("*",)})
     if diffs:
         raise ArtifactError(f"{path}: checkpoint of a different recipe ({diffs[0]}); pass --fresh to start "
                             "over, or write to another -o")

@@ -37,7 +37,7 @@ def _paragraphs(help_text: str) -> list[str]:
 
 
 def page(name: str, command: click.Command, parent: click.Context | None) -> str:
-    ctx = click.Context(command, info_name=name, parent=parent)
+    ctx = click.Context(command, info_name=name, parent=parent, **command.context_settings)
     full = ctx.command_path
     title = full.replace(" ", "-").upper()
     lines = [f'.TH {title} 1 "" "udiff {__version__}" "udiff manual"', ".SH NAME",
@@ -69,7 +69,7 @@ def recipe_page() -> str:
 
 
 def pages() -> dict[str, str]:
-    root = click.Context(cli, info_name="udiff")
+    root = click.Context(cli, info_name="udiff", **cli.context_settings)
     out = {"udiff.1": page("udiff", cli, None), "udiff-recipe.5": recipe_page()}
     for name in COMMANDS:
         out[f"udiff-{name}.1"] = page(name, cli.get_command(root, name), root)

@@ -65,6 +65,13 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     from ..data import to_uint8
     from ..samplers import generate
 
+    from .. import recipe as R
+
+    for item in overrides:  # a trained model's other sections are fixed: changing them would change the model
+        section, key, _ = R.parse_override(item)
+        if section != "sample":
+            raise click.UsageError(f"--set {item}: sample overrides only [sample] keys; [{section}] is part of "
+                                   "the trained model (retrain to change it)")
     extra = list(overrides)
     for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
         if val is not None:

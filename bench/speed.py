@@ -1,0 +1,194 @@
+"""udiff against EDM on the same network shape, device and batch, measured side by side in one run.
+
+    python bench/speed.py --edm /path/to/your/edm/checkout            # on a GPU
+    python bench/speed.py --edm /path/to/edm --tiny --device cpu       # smoke test of this script
+
+EDM's code is not part of udiff: give the path of your own clone of NVlabs/edm. Both sides build the
+DDPM++ CIFAR-10 network (EDM: SongUNet through VPPrecond with train.py's --arch=ddpmpp settings; udiff:
+the `ddpmpp` preset), both train the VP formulation on random 32×32×3 uint8 data kept on the device, and
+both sample with 35 network evaluations (EDM: edm_sampler, 18 steps; udiff: heun, 17 steps + final
+denoising step). Throughput excludes warm-up steps. Prints one line per measurement, the ratios
+udiff / EDM, and a JSON summary on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+NET = dict(channels=128, channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,), dropout=0.13)
+TINY = dict(channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(16,), dropout=0.13)
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def _edm_precision():
+    """EDM's train.py turns TF32 off and cuDNN benchmarking on; restore udiff's defaults afterwards."""
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.benchmark) = old
+
+
+def _edm_import_path(edm_path):
+    if not os.path.isfile(os.path.join(edm_path, "training", "networks.py")):
+        sys.exit(f"--edm {edm_path}: not an NVlabs/edm checkout (no training/networks.py)")
+    if edm_path not in sys.path:
+        sys.path.insert(0, edm_path)
+
+
+def edm_net(edm_path, cfg, fp16, dev):
+    _edm_import_path(edm_path)
+    from training.networks import VPPrecond
+
+    return VPPrecond(img_resolution=32, img_channels=3, use_fp16=fp16, model_type="SongUNet",
+                     embedding_type="positional", encoder_type="standard", decoder_type="standard",
+                     channel_mult_noise=1, resample_filter=[1, 1], model_channels=cfg["channels"],
+                     channel_mult=list(cfg["channel_mult"]), num_blocks=cfg["num_blocks"],
+                     attn_resolutions=list(cfg["attn_resolutions"]), dropout=cfg["dropout"]).to(dev)
+
+
+def edm_train(edm_path, cfg, fp16, images, batch, steps, warm, dev):
+    """EDM's training step (training_loop.py): VPLoss, sum / batch, nan_to_num on grads, Adam, EMA lerp."""
+    _edm_import_path(edm_path)
+    from training.loss import VPLoss
+
+    net = edm_net(edm_path, cfg, fp16, dev).train().requires_grad_(True)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    loss_fn = VPLoss()
+    g = torch.Generator(device=dev).manual_seed(0)
+    with _edm_precision():
+        for step in range(steps + warm):
+            if step == warm:
+                _sync(dev)
+                t0 = time.perf_counter()
+            idx = torch.randint(0, images.shape[0], (batch,), device=dev, generator=g)
+            x = images[idx].to(torch.float32) / 127.5 - 1
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net=net, images=x, labels=None).sum().mul(1.0 / batch).backward()
+            for p in net.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            opt.step()
+            with torch.no_grad():
+                for pe, pn in zip(ema.parameters(), net.parameters()):
+                    pe.copy_(pn.detach().lerp(pe, 0.999))
+        _sync(dev)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def edm_sample(edm_path, cfg, fp16, n, dev):
+    _edm_import_path(edm_path)
+    from generate import edm_sampler
+
+    net = edm_net(edm_path, cfg, fp16, dev).eval()
+    latents = torch.randn(n, 3, 32, 32, device=dev)
+    with _edm_precision(), torch.no_grad():
+        edm_sampler(net, latents[:2], num_steps=2)  # warm-up
+        _sync(dev)
+        t0 = time.perf_counter()
+        edm_sampler(net, latents, num_steps=18)
+        _sync(dev)
+    return n / (time.perf_counter() - t0)
+
+
+def udiff_recipe(cfg, batch, steps, compile_net):
+    from udiff import recipe as R
+
+    sets = [f"net.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in cfg.items()]
+    return R.loads('[data]\nsource = "tensors:bench"\n[schedule]\nkind = "vp-linear"\n[net]\nkind = "unet"\n',
+                   sets + [f"train.batch_size={batch}", f"train.steps={steps}", "train.checkpoint_every=0",
+                           "train.lr=1e-3", "train.warmup=0", f"train.compile={str(compile_net).lower()}"])
+
+
+def udiff_train(cfg, images, batch, steps, warm, dev, compile_net):
+    from udiff.build import build_model
+    from udiff.data import Dataset
+    from udiff.train import WARM_STEPS, train
+
+    assert warm == WARM_STEPS
+    ds = Dataset("tensors:bench", images=images.cpu())
+    rec = udiff_recipe(cfg, batch, steps + warm, compile_net)
+    model = build_model(rec, ds.info())
+    return train(model, ds, rec, device=dev, out_path="-", data_info={}).images_per_second
+
+
+def udiff_sample(cfg, n, dev, compile_net):
+    from udiff.build import build_model
+    from udiff.samplers import generate
+
+    rec = udiff_recipe(cfg, 1, 1, compile_net)
+    model = build_model(rec, {"shape": [3, 32, 32]}).to(dev).eval()
+    if dev.type == "cuda":
+        model.net.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    ac = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    generate(model, range(2), sampler="heun", steps=2, device=dev, autocast=ac)  # warm-up
+    _sync(dev)
+    t0 = time.perf_counter()
+    generate(model, range(n), sampler="heun", steps=17, batch_size=n, device=dev, autocast=ac)
+    _sync(dev)
+    return n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--edm", help="path of a local NVlabs/edm checkout (omit to time udiff alone)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=50, help="timed training steps (after 10 warm-up steps)")
+    ap.add_argument("--sample-batch", type=int, default=128)
+    ap.add_argument("--compile", action="store_true", help="torch.compile udiff's network")
+    ap.add_argument("--tiny", action="store_true", help="a tiny network, to check this script on a CPU")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    cfg = TINY if args.tiny else NET
+    warm = 10
+    images = torch.randint(0, 256, (max(4096, args.batch * 4), 3, 32, 32), dtype=torch.uint8, device=dev)
+    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "batch": args.batch,
+           "torch": torch.__version__, "net": "tiny" if args.tiny else "ddpmpp"}
+
+    def report(key, value, unit="img/s"):
+        res[key] = round(value, 2)
+        print(f"{key:<28s} {value:10.1f} {unit}", flush=True)
+
+    report("udiff_train", udiff_train(cfg, images, args.batch, args.steps, warm, dev, args.compile))
+    if args.edm:
+        report("edm_train_fp32", edm_train(args.edm, cfg, False, images, args.batch, args.steps, warm, dev))
+        if dev.type == "cuda":
+            report("edm_train_fp16", edm_train(args.edm, cfg, True, images, args.batch, args.steps, warm, dev))
+    report("udiff_sample_35nfe", udiff_sample(cfg, args.sample_batch, dev, args.compile))
+    if args.edm:
+        report("edm_sample_35nfe_fp32", edm_sample(args.edm, cfg, False, args.sample_batch, dev))
+        if dev.type == "cuda":
+            report("edm_sample_35nfe_fp16", edm_sample(args.edm, cfg, True, args.sample_batch, dev))
+        for what in ("train", "sample_35nfe"):
+            for prec in ("fp32", "fp16"):
+                key = f"edm_{what}_{prec}"
+                if key in res:
+                    ours = res[f"udiff_{what}"]
+                    report(f"ratio_{what}_vs_edm_{prec}", ours / res[key], "x")
+    print(json.dumps(res, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
