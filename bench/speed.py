@@ -137,10 +137,7 @@ def udiff_sample(cfg, n, dev, compile_net):
     from udiff.samplers import generate
 
     rec = udiff_recipe(cfg, 1, 1, compile_net)
-    model = build_model(rec, {"shape": [3, 32, 32]}).to(dev).eval()
-    if dev.type == "cuda":
-        model.net.to(memory_format=torch.channels_last)
-        model.channels_last = True
+    model = build_model(rec, {"shape": [3, 32, 32]}).prepare(dev, compile_net=compile_net).eval()
     ac = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
     generate(model, range(2), sampler="heun", steps=2, device=dev, autocast=ac)  # warm-up
     _sync(dev)

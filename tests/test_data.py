@@ -64,7 +64,8 @@ def _cifar_tar(path, python=True):
             block = rng.integers(0, 256, (10000, 3072), dtype=np.uint8)
             blocks[name] = block
             if python:  # the layout of a protocol-2 pickle's BINSTRING holding the image block
-                payload = b"\x80\x02}q\x00(U\x04dataq\x01T" + struct.pack("<I", block.size) + block.tobytes() + b"q\x02u."
+                head = b"\x80\x02}q\x00(U\x04dataq\x01T" + struct.pack("<I", block.size)
+                payload = head + block.tobytes() + b"q\x02u."
                 member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             else:
                 labels = rng.integers(0, 10, (10000, 1), dtype=np.uint8)

@@ -53,6 +53,7 @@ def test_cosine_is_cos_and_sin():
     t = torch.tensor([0.25, 0.5], dtype=torch.float64)
     lvl = s.level(t, 1)
     theta = s.theta_min + s.theta_span * t
-    assert torch.allclose(lvl.alpha.flatten(), torch.cos(theta)) and torch.allclose(lvl.sigma.flatten(), torch.sin(theta))
+    assert torch.allclose(lvl.alpha.flatten(), torch.cos(theta))
+    assert torch.allclose(lvl.sigma.flatten(), torch.sin(theta))
     assert s.gamma_range == pytest.approx((-15.0, 15.0))
     assert math.isclose(float(s.gamma(torch.tensor([0.5], dtype=torch.float64))), 0.0, abs_tol=1e-9)

@@ -181,22 +181,6 @@ def load(path: str, kind: str | Iterable[str] | None = None) -> Artifact:
     return from_bytes(data, path, kind)
 
 
-def peek_kind(path: str) -> Optional[str]:
-    """The `udiff.kind` of a file without reading its tensors; None if it is not a udiff artifact."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return None
-            (n,) = struct.unpack("<Q", head)
-            if n > 100_000_000:
-                return None
-            header = json.loads(fh.read(n))
-        return (header.get("__metadata__") or {}).get("udiff.kind")
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        return None
-
-
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary path beside `path`; rename it onto `path` on success, delete it on failure."""

@@ -28,9 +28,9 @@ def weight_min_snr(lvl: NoiseLevel):
 WEIGHTINGS = {"uniform": weight_uniform, "vlb": weight_vlb, "min-snr": weight_min_snr}
 
 
-def stratified_times(batch: int, t_min: float, generator=None, device="cpu") -> torch.Tensor:
+def stratified_times(batch: int, t_min: float, device="cpu") -> torch.Tensor:
     """Low-discrepancy times t_i = t_min + (1 - t_min)((u0 + i/B) mod 1), one u0 per batch (VDM)."""
-    u0 = torch.rand((), generator=generator, dtype=torch.float64, device=device)
+    u0 = torch.rand((), dtype=torch.float64, device=device)
     u = torch.remainder(u0 + torch.arange(batch, dtype=torch.float64, device=device) / batch, 1.0)
     return t_min + (1.0 - t_min) * u
 

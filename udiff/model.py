@@ -30,6 +30,10 @@ class Model(nn.Module):
         self.process = process
         self.event_shape = tuple(event_shape)
 
+    def prepare(self, device, compile_net: bool = False) -> "Model":
+        """Move to `device`; on CUDA, lay image networks out channels_last. Subclasses may compile."""
+        return self.to(device)
+
     def level(self, t) -> NoiseLevel:
         return self.schedule.level(t, len(self.event_shape))
 
@@ -51,6 +55,17 @@ class NetModel(Model):
         self.net = net
         self.cond = cond
         self.channels_last = False
+        self._forward = net  # the network's callable: `net` itself, or its torch.compile'd version
+
+    def prepare(self, device, compile_net: bool = False):
+        self.to(device)
+        if torch.device(device).type == "cuda" and len(self.event_shape) == 3:
+            self.net.to(memory_format=torch.channels_last)
+            self.channels_last = True
+        if compile_net:
+            # object.__setattr__: the compiled wrapper must not become a registered submodule (state_dict keys).
+            object.__setattr__(self, "_forward", torch.compile(self.net))
+        return self
 
     def eps(self, z, lvl):
         b, k = z.shape[:2]
@@ -64,8 +79,7 @@ class NetModel(Model):
             inp = inp.reshape(b, -1)
         raw = lvl.label() if self.cond == "gamma" else lvl.t
         label = noise_label(raw, self.cond).to(torch.float32).expand(b)
-        net = getattr(self, "_compiled", None) or self.net  # torch.compile'd forward, when asked for
-        out = net(inp.to(torch.float32), label)
+        out = self._forward(inp.to(torch.float32), label)
         p = self.process.predicted
         out = self.basis.from_net(out.float().reshape((b * p,) + self.event_shape))
         return out.reshape((b, p) + self.event_shape)

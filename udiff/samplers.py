@@ -18,6 +18,7 @@ import contextlib
 import torch
 
 from .errors import UdiffError
+from .rng import NoiseSource
 
 SAMPLERS = {}
 DEFAULTS = {}  # sampler → (steps, grid)
@@ -159,8 +160,6 @@ def generate(model, seeds, *, sampler: str, steps=None, grid=None, rho=7.0, eta=
 
     Batches never change the result: every random number of sample k comes from seed k.
     """
-    from .rng import NoiseSource
-
     if sampler not in SAMPLERS:
         raise UdiffError(f"unknown sampler {sampler!r} (allowed: {', '.join(sorted(SAMPLERS))})")
     d_steps, d_grid = DEFAULTS[sampler]

@@ -39,9 +39,10 @@ class TrainResult:
     loss: float
     device: str
     checkpoint: str | None
+    ema_state: dict | None = None  # parameter name → EMA tensor (not part of the printed summary)
 
     def as_dict(self):
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "ema_state"}
 
 
 class BatchOrder:
@@ -109,6 +110,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict):
 def fit_gaussian(model, data: Dataset, device) -> TrainResult:
     """The `gaussian` net: mean and covariance of the data, no gradient steps."""
     t0 = time.perf_counter()
+    model.prepare(device)
     model.fit(data.unit().to(device))
     return TrainResult(0, 0, time.perf_counter() - t0, 0.0, float("nan"), str(device), None)
 
@@ -121,7 +123,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     """
     spec = rec.train
     dev = torch.device(device)
-    model.to(dev)
+    model.prepare(dev, compile_net=spec.compile)
     params = [p for p in model.parameters() if p.requires_grad]
     fused = dev.type == "cuda"
     opt = torch.optim.AdamW(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.adam_eps,
@@ -135,11 +137,6 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
 
     use_bf16 = spec.precision == "bf16" or (spec.precision == "auto" and dev.type == "cuda")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
-    if dev.type == "cuda" and len(model.event_shape) == 3 and hasattr(model, "channels_last"):
-        model.net.to(memory_format=torch.channels_last)
-        model.channels_last = True
-    if spec.compile and hasattr(model, "net"):
-        object.__setattr__(model, "_compiled", torch.compile(model.net))
 
     images = data.tensor.to(dev)
     order = BatchOrder(len(data), spec.batch_size, spec.seed)
@@ -221,25 +218,17 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     else:
         rate = steps_run * spec.batch_size / seconds if steps_run and seconds > 0 else 0.0
     model.eval()
-    _remember_ema(model, ema, params)
-    return TrainResult(spec.steps, start, seconds, rate, last_loss, str(dev), ckpt)
+    names = {id(p): n for n, p in model.named_parameters()}
+    ema_state = {names[id(p)]: e for p, e in zip(params, ema)}
+    return TrainResult(spec.steps, start, seconds, rate, last_loss, str(dev), ckpt, ema_state)
 
 
-def _remember_ema(model, ema, params):
-    """Keep the EMA values on the model (unregistered) so export_state can write both sets of weights."""
-    object.__setattr__(model, "_ema_values", {id(p): e for p, e in zip(params, ema)})
-
-
-def export_state(model) -> dict[str, torch.Tensor]:
-    """Tensors of a model artifact: weights.* (raw) and ema.* (EMA; equal to raw for fitted models)."""
+def export_state(model, ema_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a model artifact: weights.* (raw) and ema.* (EMA parameters; buffers and fitted models
+    have no EMA, so their ema.* equal weights.*)."""
     state = model.state_dict()
-    ema_values = getattr(model, "_ema_values", {})
-    by_id = {id(p): name for name, p in model.named_parameters()}
-    ema_state = dict(state)
-    for pid, value in ema_values.items():
-        ema_state[by_id[pid]] = value
     out = {f"weights.{k}": v for k, v in state.items()}
-    out.update({f"ema.{k}": v for k, v in ema_state.items()})
+    out.update({f"ema.{k}": (ema_state or {}).get(k, v) for k, v in state.items()})
     return out
 
 

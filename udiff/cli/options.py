@@ -26,6 +26,11 @@ def json_option(f):
                         help="Print the result as one JSON object on stdout.")(f)
 
 
+def override(section: str, key: str, value) -> str:
+    """A `--set` item for a value given by its own flag (strings quoted as TOML)."""
+    return f"{section}.{key}={json.dumps(value)}"
+
+
 def resolve_device(name: str):
     """'auto' → cuda if available else cpu; a named CUDA device must exist."""
     import torch

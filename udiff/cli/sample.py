@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS
-from .options import device_option, emit, json_option, resolve_device, set_option, stderr_is_terminal
+from .options import (device_option, emit, json_option, override, resolve_device, set_option,
+                      stderr_is_terminal)
 
 
 @click.command("sample", short_help="Draw samples from a model.")
@@ -75,7 +76,7 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     extra = list(overrides)
     for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
         if val is not None:
-            extra.append(f"sample.{key}={val!r}" if isinstance(val, str) else f"sample.{key}={val}")
+            extra.append(override("sample", key, val))
     art = artifacts.load(model_path, ("model", "checkpoint"))  # a checkpoint samples mid-training
     use_ema = recipe_of(art, extra).sample.ema and not no_ema
     model, rec, info = model_from_artifact(art, extra, ema=use_ema)
@@ -83,7 +84,7 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     if grid_png and len(info["shape"]) != 3:
         raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape {tuple(info['shape'])}")
     dev = resolve_device(device)
-    model.to(dev)
+    model.prepare(dev)
     s = rec.sample
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
     bar = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import device_option, emit, json_option, resolve_device, set_option, stderr_is_terminal
+from .options import (device_option, emit, json_option, override, resolve_device, set_option,
+                      stderr_is_terminal)
 
 
 @click.command("train", short_help="Train a model from a recipe.")
@@ -35,9 +36,9 @@ def command(recipe_path, out, data_source, overrides, device, seed, fresh, dry_r
 
     extra = list(overrides)
     if data_source:
-        extra.append(f"data.source={_toml_str(data_source)}")
+        extra.append(override("data", "source", data_source))
     if seed is not None:
-        extra.append(f"train.seed={seed}")
+        extra.append(override("train", "seed", seed))
     rec = R.load(recipe_path, extra)
     if as_json and out == "-":
         raise click.UsageError("--json and -o - both write to stdout; choose one")
@@ -69,13 +70,8 @@ def command(recipe_path, out, data_source, overrides, device, seed, fresh, dry_r
         how = (f"{result.steps} steps" + (f" (resumed at {result.start_step})" if result.start_step else "")
                + f", {result.images_per_second:.0f} img/s on {result.device}, loss {result.loss:.4g}")
     n_params = sum(p.numel() for p in model.parameters())
-    artifacts.save(out, export_state(model), "model", rec.to_json(), meta={
+    artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
         "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params}})
     emit(as_json, {"out": out, "parameters": n_params, **result.as_dict()},
          f"udiff train: wrote {out}: {how}")
 
-
-def _toml_str(s: str) -> str:
-    import json
-
-    return json.dumps(s)
