@@ -86,3 +86,11 @@ def test_build_checks_image_shapes():
 def test_auto_preset_is_recorded():
     rec = resolve(R.loads('[data]\nsource="x"\n[net]\nchannels=16\n'), {"shape": [1, 8, 8]})
     assert rec.net.preset == "tiny-8" and rec.net.channels == 16 and rec.net.num_blocks == 2
+
+
+def test_model_state_has_each_tensor_once():
+    rec = resolve(R.loads('[data]\nsource="x"\n'), {"shape": [1, 8, 8]})
+    model = build_model(rec, {"shape": [1, 8, 8]}).prepare("cpu")
+    keys = list(model.state_dict())
+    assert keys and all(k.startswith("net.") for k in keys)
+    assert len({id(p) for p in model.parameters()}) == len(list(model.parameters()))

@@ -55,7 +55,9 @@ class NetModel(Model):
         self.net = net
         self.cond = cond
         self.channels_last = False
-        self._forward = net  # the network's callable: `net` itself, or its torch.compile'd version
+        # The network's callable: `net` itself, or its torch.compile'd version. Set with object.__setattr__
+        # so that it is not registered as a second submodule (it would duplicate every state_dict key).
+        object.__setattr__(self, "_forward", net)
 
     def prepare(self, device, compile_net: bool = False):
         self.to(device)
@@ -63,7 +65,6 @@ class NetModel(Model):
             self.net.to(memory_format=torch.channels_last)
             self.channels_last = True
         if compile_net:
-            # object.__setattr__: the compiled wrapper must not become a registered submodule (state_dict keys).
             object.__setattr__(self, "_forward", torch.compile(self.net))
         return self
 
