@@ -92,5 +92,6 @@ def test_model_state_has_each_tensor_once():
     rec = resolve(R.loads('[data]\nsource="x"\n'), {"shape": [1, 8, 8]})
     model = build_model(rec, {"shape": [1, 8, 8]}).prepare("cpu")
     keys = list(model.state_dict())
-    assert keys and all(k.startswith("net.") for k in keys)
+    assert keys and all(k.split(".")[0] in ("net", "basis", "schedule") for k in keys)
+    assert not any("_forward" in k for k in keys)
     assert len({id(p) for p in model.parameters()}) == len(list(model.parameters()))

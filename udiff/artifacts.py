@@ -34,8 +34,9 @@ from . import __version__
 from .errors import ArtifactError
 
 FORMAT = 1
-KINDS = ("model", "checkpoint", "samples")
+KINDS = ("model", "checkpoint", "samples", "basis")
 MAKERS = {  # how to make an artifact of each kind, for error messages
+    "basis": "udiff fit-basis",
     "model": "udiff train",
     "checkpoint": "udiff train (it writes MODEL.ckpt.safetensors while training)",
     "samples": "udiff sample",

@@ -7,30 +7,52 @@ module and one line in a table here. Math modules never see recipe dataclasses.
 from __future__ import annotations
 
 import json
+import math
 
 from . import recipe as R
-from .basis import PixelBasis
+import torch
+
+from .basis import DCTBasis, HaarBasis, PCABasis, PixelBasis
 from .errors import RecipeError
 from .process import VP
-from .schedule import Cosine, VDMLinear, VPLinear
+from .schedule import Cosine, SoftConditioning, VDMLinear, VPLinear
 
 BASES = {
-    R.PixelBasisSpec: lambda spec, shape: PixelBasis(shape),
+    R.PixelBasisSpec: lambda spec, shape: PixelBasis(shape, spec.whiten),
+    R.PCABasisSpec: lambda spec, shape: PCABasis(shape, spec.whiten),
+    R.DCTBasisSpec: lambda spec, shape: DCTBasis(shape, spec.whiten),
+    R.HaarBasisSpec: lambda spec, shape: HaarBasis(shape, spec.whiten, spec.levels),
 }
 
 PROCESSES = {
     R.VPSpec: lambda spec: VP(),
 }
 
-SCHEDULES = {
-    R.VDMLinearSpec: lambda spec, shape: VDMLinear(spec.gamma_min, spec.gamma_max),
-    R.VPLinearSpec: lambda spec, shape: VPLinear(spec.beta_min, spec.beta_max, spec.t_min),
-    R.CosineSpec: lambda spec, shape: Cosine(spec.gamma_min, spec.gamma_max),
+def _soft_conditioning(spec, basis):
+    labels = basis.labels()
+    missing = [o for o in spec.order if o not in labels]
+    if missing:
+        raise RecipeError(f"[schedule] order: {missing[0]!r} is not offered by basis {basis.kind!r} "
+                          f"(allowed: {', '.join(sorted(labels))})")
+    weights = spec.order_weights or (1.0,) * len(spec.order)
+    label = sum(w * labels[o] for w, o in zip(weights, spec.order))
+    return SoftConditioning(basis.log_snr_offset(), label, spec.softness, spec.gamma_denoise, spec.gamma_noise,
+                            spec.clip, spec.softness_range)
+
+
+SCHEDULES = {  # spec, basis → schedule (component-wise schedules read the basis's variances and labels)
+    R.VDMLinearSpec: lambda spec, basis: VDMLinear(spec.gamma_min, spec.gamma_max),
+    R.VPLinearSpec: lambda spec, basis: VPLinear(spec.beta_min, spec.beta_max, spec.t_min),
+    R.CosineSpec: lambda spec, basis: Cosine(spec.gamma_min, spec.gamma_max),
+    R.SoftConditioningSpec: _soft_conditioning,
 }
 
-PRIORS = {
-    R.StandardPriorSpec: None,  # the process's stationary law on the components (whitened or not)
-}
+
+def _cond_channels(spec, shape) -> int:
+    """Extra input channels (images) or entries (vectors) for gamma-map conditioning."""
+    if spec.cond != "gamma-map":
+        return 0
+    return shape[0] if len(shape) == 3 else math.prod(shape)
 
 
 def _unet(spec, shape, k_in, k_out):
@@ -49,17 +71,17 @@ def _unet(spec, shape, k_in, k_out):
         if r not in resolutions:
             raise RecipeError(f"[net] attn_resolutions: {r} is not a resolution of this network "
                               f"(allowed: {', '.join(map(str, resolutions))})")
-    return UNet(k_in * c, k_out * c, h, channels=spec.channels, channel_mult=spec.channel_mult,
-                num_blocks=spec.num_blocks, attn_resolutions=spec.attn_resolutions, dropout=spec.dropout)
+    return UNet(k_in * c + _cond_channels(spec, shape), k_out * c, h, channels=spec.channels,
+                channel_mult=spec.channel_mult, num_blocks=spec.num_blocks, attn_resolutions=spec.attn_resolutions,
+                dropout=spec.dropout)
 
 
 def _mlp(spec, shape, k_in, k_out):
     from .nets.mlp import MLP
 
-    d = 1
-    for s in shape:
-        d *= s
-    return MLP(k_in * d, k_out * d, hidden=spec.hidden, depth=spec.depth, dropout=spec.dropout)
+    d = math.prod(shape)
+    return MLP(k_in * d + _cond_channels(spec, shape), k_out * d, hidden=spec.hidden, depth=spec.depth,
+               dropout=spec.dropout)
 
 
 NETS = {R.UNetSpec: _unet, R.MLPSpec: _mlp}
@@ -78,19 +100,45 @@ def resolve(recipe: R.Recipe, data_info: dict) -> R.Recipe:
     return recipe
 
 
-def build_model(recipe: R.Recipe, data_info: dict):
-    """A model (`model.Model`) for a resolved recipe and the data description stored with it."""
+def build_basis(recipe: R.Recipe, shape):
+    return BASES[type(recipe.basis)](recipe.basis, tuple(shape))
+
+
+def fit_basis(recipe: R.Recipe, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Fit the recipe's basis to data items x (N, *event): the tensors a basis artifact stores."""
+    basis = build_basis(recipe, x.shape[1:]).double()
+    basis.fit(x)
+    return basis.fitted_tensors(x.double().mean(0))
+
+
+def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
+    """A model (`model.Model`) for a resolved recipe and the data description stored with it.
+
+    `fitted`: basis tensors (from fit_basis or a basis artifact). Without them the basis starts from unit
+    variances; loading a model artifact then overwrites basis and schedule buffers with the trained ones.
+    """
     from .model import NetModel
     from .nets.gaussian import GaussianModel
 
     shape = tuple(data_info["shape"])
-    basis = BASES[type(recipe.basis)](recipe.basis, shape)
+    basis = build_basis(recipe, shape)
+    if fitted is not None:
+        basis.load_fitted(fitted)
     process = PROCESSES[type(recipe.process)](recipe.process)
-    schedule = SCHEDULES[type(recipe.schedule)](recipe.schedule, shape)
+    schedule = SCHEDULES[type(recipe.schedule)](recipe.schedule, basis)
     if isinstance(recipe.net, R.GaussianNetSpec):
         return GaussianModel(basis, process, schedule, shape, jitter=recipe.net.jitter)
     net = NETS[type(recipe.net)](recipe.net, shape, process.k, process.predicted)
     return NetModel(basis, process, schedule, shape, net, cond=recipe.net.cond)
+
+
+def apply_sample_settings(model, rec: R.Recipe):
+    """[sample] keys that change the model's behaviour when sampling (a soft-conditioning softness)."""
+    if rec.sample.softness is not None:
+        if not hasattr(model.schedule, "softness"):
+            raise RecipeError("[sample] softness: only soft-conditioning schedules have a softness")
+        model.schedule.softness = rec.sample.softness
+    return model
 
 
 def recipe_of(artifact, overrides=()) -> R.Recipe:
@@ -118,7 +166,7 @@ def model_from_artifact(artifact, overrides=(), ema: bool = True):
         raise ArtifactError(f"{artifact.path}: weights do not fit the recipe's network ({what}); the file "
                             "was edited or made by another udiff version")
     model.eval()
-    return model, rec, info
+    return apply_sample_settings(model, rec), rec, info
 
 
 def section_changes(a: R.Recipe, b: R.Recipe, ignore: dict[str, tuple[str, ...]]) -> list[str]:

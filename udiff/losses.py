@@ -35,12 +35,14 @@ def stratified_times(batch: int, t_min: float, device="cpu") -> torch.Tensor:
     return t_min + (1.0 - t_min) * u
 
 
-def diffusion_loss(model, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, weighting: str = "uniform"):
+def diffusion_loss(model, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, weighting: str = "uniform",
+                   params: dict | None = None):
     """Per-item weighted epsilon-MSE, mean over components: (B,).
 
-    x0: (B, 1, *event) in component space; t: (B,) float64; eps: (B, k, *event) standard normal.
+    x0: (B, 1, *event) in component space; t: (B,) float64; eps: (B, k, *event) standard normal;
+    params: per-item schedule parameters (schedule.draw_params), e.g. a softness per item.
     """
-    lvl = model.level(t)
+    lvl = model.level(t, **(params or {}))
     z = model.process.perturb(x0, eps, lvl)
     eps_hat = model.eps(z, lvl)
     target = eps[:, model.process.k - model.process.predicted:]

@@ -20,6 +20,9 @@ from .process import Process
 from .schedule import NoiseLevel, Schedule
 
 
+GAMMA_MAP_SCALE = 10.0  # gamma-map inputs are gamma / 10: about [-1.5, 1.5]
+
+
 class Model(nn.Module):
     """Common part: the basis and schedule are submodules (their tensors go into artifacts)."""
 
@@ -34,8 +37,9 @@ class Model(nn.Module):
         """Move to `device`; on CUDA, lay image networks out channels_last. Subclasses may compile."""
         return self.to(device)
 
-    def level(self, t) -> NoiseLevel:
-        return self.schedule.level(t, len(self.event_shape))
+    def level(self, t, **params) -> NoiseLevel:
+        """The noise level at times t; `params` are per-item schedule parameters (e.g. a softness)."""
+        return self.schedule.level(t, len(self.event_shape), **params)
 
     def eps(self, z: torch.Tensor, lvl: NoiseLevel) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -70,16 +74,16 @@ class NetModel(Model):
 
     def eps(self, z, lvl):
         b, k = z.shape[:2]
-        inp = self.basis.to_net(z.reshape((b * k,) + self.event_shape))
-        if len(self.event_shape) == 3:
-            c, h, w = self.event_shape
-            inp = inp.reshape(b, k * c, h, w)
-            if self.channels_last:
-                inp = inp.contiguous(memory_format=torch.channels_last)
-        else:
+        inp = self.basis.to_net(z.reshape((b * k,) + self.event_shape)).reshape((b, -1) + self.event_shape[1:])
+        if self.cond == "gamma-map":  # the whole gamma vector, laid out like the components, as input channels
+            gmap = (lvl.gamma[:, 0] / GAMMA_MAP_SCALE).to(inp.dtype).expand((b,) + self.event_shape)
+            inp = torch.cat([inp, gmap.reshape((b, -1) + self.event_shape[1:])], dim=1)
+        if len(self.event_shape) != 3:
             inp = inp.reshape(b, -1)
-        raw = lvl.label() if self.cond == "gamma" else lvl.t
-        label = noise_label(raw, self.cond).to(torch.float32).expand(b)
+        elif self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        raw = lvl.t if self.cond == "t" else lvl.label()
+        label = noise_label(raw, "t" if self.cond == "t" else "gamma").to(torch.float32).expand(b)
         out = self._forward(inp.to(torch.float32), label)
         p = self.process.predicted
         out = self.basis.from_net(out.float().reshape((b * p,) + self.event_shape))

@@ -73,6 +73,10 @@ class Process:
     def ode_slope(self, z, eps_hat, lvl: NoiseLevel):
         return self.reverse_drift(z, eps_hat, lvl, pf_ode=True)
 
+    def transition(self, z, lvl_s: NoiseLevel, lvl_t: NoiseLevel, xi):
+        """A draw of q(z_t | z_s) for s < t: the forward process run from s to t (RePaint's re-noising)."""
+        raise NotImplementedError(f"{type(self).__name__} has no forward transition")
+
     def ancestral_step(self, z, eps_hat, lvl_t: NoiseLevel, lvl_s: NoiseLevel, xi):
         raise NotImplementedError(f"{type(self).__name__} has no ancestral sampler")
 
@@ -123,6 +127,12 @@ class VP(Process):
 
     def ode_slope(self, z, eps_hat, lvl):
         return eps_hat
+
+    def transition(self, z, lvl_s, lvl_t, xi):
+        # q(z_t | z_s) = N(a z_s, sigma_t^2 (1 - e^(gamma_s - gamma_t))), a = alpha_t / alpha_s (VDM eq. 20-25)
+        a = (lvl_t.alpha / lvl_s.alpha).to(z.dtype)
+        var = lvl_t.sigma2 * -torch.expm1(lvl_s.gamma - lvl_t.gamma)
+        return a * z + _as(var.clamp_min(0).sqrt(), z) * xi
 
     def ancestral_step(self, z, eps_hat, lvl_t, lvl_s, xi):
         # VDM ancestral step: z_s = (alpha_s/alpha_t)(z_t - sigma_t c eps_hat) + sqrt(c sigma_s^2) xi,

@@ -93,14 +93,47 @@ class DataSpec:
     limit: int = opt(0, doc="use only the first LIMIT items (0 = all)", min=0)
 
 
+WHITEN_DOC = ("scale each component to unit data variance (S^2 = Sigma, mean removed): the prior becomes "
+              "N(mu, U^T Sigma U); follows [prior] kind when left out")
+
+
 @spec("basis", "pixel")
 class PixelBasisSpec:
     """The identity basis: components are pixels (or vector entries)."""
 
+    whiten: bool = opt(False, doc=WHITEN_DOC)
+
+
+@spec("basis", "pca")
+class PCABasisSpec:
+    """Eigenvectors of the data covariance, in order of decreasing variance (fitted by fit-basis)."""
+
+    whiten: bool = opt(False, doc=WHITEN_DOC)
+
+
+@spec("basis", "dct")
+class DCTBasisSpec:
+    """Orthonormal DCT-II over height and width (over d for vectors)."""
+
+    whiten: bool = opt(False, doc=WHITEN_DOC)
+
+
+@spec("basis", "haar")
+class HaarBasisSpec:
+    """Orthonormal multi-level 2-D Haar wavelet (periodization; power-of-two image sizes)."""
+
+    whiten: bool = opt(False, doc=WHITEN_DOC)
+    levels: int = opt(0, doc="decomposition levels (0 = as many as the image size allows)", min=0)
+
 
 @spec("prior", "standard")
 class StandardPriorSpec:
-    """N(0, I) on the (whitened) components: the stationary law of the process."""
+    """N(0, I) in data space: unwhitened components, no mean removed."""
+
+
+@spec("prior", "fitted")
+class FittedPriorSpec:
+    """N(mu, U^T Sigma U) in data space (GUD's variance-matching prior): whitened components."""
 
 
 @spec("process", "vp")
@@ -146,7 +179,35 @@ class CosineSpec:
                  f"must exceed gamma_min ({self.gamma_min}), got {self.gamma_max}")
 
 
-NET_COND = ("gamma", "t")
+@spec("schedule", "soft-conditioning")
+class SoftConditioningSpec:
+    """GUD's component-wise schedule: parallel log-SNR lines offset by an ordering label (GUD eq. 13)."""
+
+    softness: float = opt(1.0, doc="1/a: 1 with order = variance is standard diffusion, smaller is more "
+                                   "sequential, 0 is autoregressive in `order`", min=0.0)
+    order: tuple[str, ...] = opt(("variance",), doc="ordering label(s), generation order (lower first): "
+                                                     "variance, frequency, level, row, column, rank",
+                                 choices=("variance", "frequency", "level", "row", "column", "rank"))
+    order_weights: Optional[tuple[float, ...]] = opt(None, doc="weight of each label in `order` [default: 1 each]")
+    gamma_denoise: float = opt(-13.3, doc="gamma of the last-generated component at t = 0")
+    gamma_noise: float = opt(10.0, doc="gamma of the first-generated component at t = 1")
+    clip: bool = opt(True, doc="hold every component between the two targets (frozen outside its window)")
+    softness_range: Optional[tuple[float, ...]] = opt(None, doc="train over softness drawn uniformly from "
+                                                                "[lo, hi] (needs [net] cond = \"gamma-map\")",
+                                                      min=0.0, min_open=True, length=2)
+
+    def __post_init__(self):
+        _require(self.gamma_denoise < self.gamma_noise, "schedule", "gamma_noise",
+                 f"must exceed gamma_denoise ({self.gamma_denoise}), got {self.gamma_noise}")
+        _require(self.order_weights is None or len(self.order_weights) == len(self.order), "schedule",
+                 "order_weights", f"needs one weight per order label ({len(self.order)})")
+        _require(len(set(self.order)) == len(self.order), "schedule", "order", "lists a label twice")
+        _require(self.softness_range is None or self.softness_range[0] <= self.softness_range[1], "schedule",
+                 "softness_range", "must be [lo, hi] with lo <= hi")
+
+
+NET_COND = ("gamma", "t", "gamma-map")
+COND_DOC = "noise conditioning: gamma (mean -log SNR), t, or gamma-map (the whole gamma vector as input channels)"
 
 
 @spec("net", "unet")
@@ -160,7 +221,7 @@ class UNetSpec:
     num_blocks: Optional[int] = opt(None, doc="residual blocks per resolution", min=1)
     attn_resolutions: Optional[tuple[int, ...]] = opt(None, doc="resolutions with self-attention", min=1)
     dropout: Optional[float] = opt(None, doc="dropout probability", min=0.0, max=1.0)
-    cond: str = opt("gamma", doc="noise conditioning: gamma (-log SNR) or t", choices=NET_COND)
+    cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
 
 
 @spec("net", "mlp")
@@ -170,7 +231,7 @@ class MLPSpec:
     hidden: int = opt(256, doc="width of the hidden layers", min=1)
     depth: int = opt(4, doc="number of residual blocks", min=1)
     dropout: float = opt(0.0, doc="dropout probability", min=0.0, max=1.0)
-    cond: str = opt("gamma", doc="noise conditioning: gamma (-log SNR) or t", choices=NET_COND)
+    cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
 
 
 @spec("net", "gaussian")
@@ -224,6 +285,8 @@ class SampleSpec:
     denoise: bool = opt(True, doc="finish with a denoising step (one more network evaluation)")
     batch_size: int = opt(256, doc="samples per batch (does not change the samples)", min=1)
     ema: bool = opt(True, doc="use the EMA weights")
+    softness: Optional[float] = opt(None, doc="soft-conditioning schedules: sample along this softness "
+                                              "[default: the schedule's]", min=0.0)
 
 
 def _require(ok: bool, section: str, key: str, msg: str):
@@ -350,11 +413,35 @@ def from_dict(raw: dict, origin: str = "<recipe>", overrides=()) -> Recipe:
         if not isinstance(sec, dict):
             raise RecipeError(f"{origin}: [{name}] must be a table, got {sec!r}")
     try:
+        _prior_follows_whitening(raw)
         built = {name: _build_section(name, raw.get(name, {}), origin) for name in SECTIONS}
+        _cross_checks(built)
     except RecipeError as e:
         msg = str(e)
         raise RecipeError(msg if msg.startswith(origin + ":") else f"{origin}: {msg}") from None
     return Recipe(**built)
+
+
+def _prior_follows_whitening(raw: dict) -> None:
+    """[basis] whiten and [prior] kind say the same thing; either one alone sets both, and they must agree."""
+    basis, prior = raw.setdefault("basis", {}), raw.setdefault("prior", {})
+    has_whiten, has_prior = "whiten" in basis, "kind" in prior
+    if has_prior and not has_whiten and prior["kind"] in ("standard", "fitted"):
+        basis["whiten"] = prior["kind"] == "fitted"
+    elif has_whiten and not has_prior and isinstance(basis["whiten"], bool):
+        prior["kind"] = "fitted" if basis["whiten"] else "standard"
+    elif has_whiten and has_prior and isinstance(basis["whiten"], bool) and prior["kind"] in ("standard", "fitted"):
+        if basis["whiten"] != (prior["kind"] == "fitted"):
+            raise RecipeError(f"[prior] kind: {prior['kind']!r} contradicts [basis] whiten = "
+                              f"{str(basis['whiten']).lower()} (a fitted prior means whitened components); "
+                              "give only one of them")
+
+
+def _cross_checks(s: dict) -> None:
+    sched, net = s["schedule"], s["net"]
+    if getattr(sched, "softness_range", None) and getattr(net, "cond", "gamma-map") != "gamma-map":
+        raise RecipeError("[schedule] softness_range: one network for several schedules must see the schedule; "
+                          "set [net] cond = \"gamma-map\"")
 
 
 def _check_section_name(name: str, origin: str):
@@ -414,7 +501,7 @@ def _coerce(value, f, section: str):
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected a list of {_tname(inner).split(' ', 1)[1]}s, got {value!r}")
+            value = [value]  # a single value where a list is expected
         n = meta.get("length")
         if n is not None and len(value) != n:
             raise RecipeError(f"{where}: expected {n} values, got {len(value)}")

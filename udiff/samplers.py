@@ -2,11 +2,12 @@
 
 Every sampler has the signature
 
-    sample_<name>(model, z, ts, noise, **options) -> (x0, nfe)
+    sample_<name>(model, z, ts, noise, *, callback=None, **options) -> (x0, nfe)
 
 z: the initial state (B, k, *event) drawn from the prior; ts: float64 times from 1 down to t_end;
 noise(stream, shape): per-sample normal noise (rng.NoiseSource; stream i + 1 is used at step i);
 x0: the final data estimate in component space (B, 1, *event); nfe: network evaluations used.
+callback(i, z, lvl) runs after step i and may return a replacement state (inpainting uses this).
 They ask the process for every formula, so they work for every process, basis and schedule that
 supports the step they take. No hidden state, no printing, no device choice: the caller decides.
 """
@@ -77,6 +78,12 @@ def _final(model, z, lvl, denoise: bool):
     return model.process.x0_from_eps(z, zero, lvl), 0
 
 
+def _hooked(callback, i, z, lvl):
+    """callback(i, z, lvl) after step i (state z at the step's end level); it may return a new state."""
+    out = callback(i, z, lvl)
+    return z if out is None else out
+
+
 def _eps(model, z, lvl):
     return model.eps(z, lvl).to(z.dtype)
 
@@ -94,7 +101,7 @@ def sample_ancestral(model, z, ts, noise, *, denoise=True, callback=None, **_):
         eps = _eps(model, z, lv[i])
         z = model.process.ancestral_step(z, eps, lv[i], lv[i + 1], noise(i + 1, shape).to(z))
         if callback:
-            callback(i, z)
+            z = _hooked(callback, i, z, lv[i + 1])
     x0, extra = _final(model, z, lv[-1], denoise)
     return x0, len(ts) - 1 + extra
 
@@ -111,7 +118,7 @@ def sample_em(model, z, ts, noise, *, denoise=True, callback=None, **_):
         drift = model.process.reverse_drift(z, eps, lv[i])
         z = z + drift * dt + (g2 * -dt).sqrt() * noise(i + 1, shape).to(z)
         if callback:
-            callback(i, z)
+            z = _hooked(callback, i, z, lv[i + 1])
     x0, extra = _final(model, z, lv[-1], denoise)
     return x0, len(ts) - 1 + extra
 
@@ -126,7 +133,7 @@ def sample_ddim(model, z, ts, noise, *, eta=0.0, denoise=True, callback=None, **
         xi = noise(i + 1, shape).to(z) if eta > 0 else None
         z = model.process.ddim_step(z, eps, lv[i], lv[i + 1], xi, eta=eta)
         if callback:
-            callback(i, z)
+            z = _hooked(callback, i, z, lv[i + 1])
     x0, extra = _final(model, z, lv[-1], denoise)
     return x0, len(ts) - 1 + extra
 
@@ -147,7 +154,7 @@ def sample_heun(model, z, ts, noise, *, denoise=True, callback=None, **_):
         z = proc.ode_state(u + 0.5 * h * (d + d2), lv[i + 1])
         nfe += 2
         if callback:
-            callback(i, z)
+            z = _hooked(callback, i, z, lv[i + 1])
     x0, extra = _final(model, z, lv[-1], denoise)
     return x0, nfe + extra
 

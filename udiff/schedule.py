@@ -85,6 +85,10 @@ class Schedule(nn.Module):
             g, d = g.detach(), d.detach()
         return d.reshape(t.shape + (1,) * (g.ndim - t.ndim)).expand_as(g)
 
+    def draw_params(self, batch: int, device) -> dict:
+        """Per-item schedule parameters drawn during training (none for fixed schedules)."""
+        return {}
+
     def level(self, t: torch.Tensor, event_ndim: int) -> NoiseLevel:
         """The noise level at times t (shape (B,) or scalar), shaped for states (B, k, *event)."""
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
@@ -93,13 +97,13 @@ class Schedule(nn.Module):
         return NoiseLevel(t=t, gamma=g.reshape(shape), dgamma=d.reshape(shape))
 
     def t_of_gamma(self, g: torch.Tensor) -> torch.Tensor:
-        """Inverse of a scalar schedule, by bisection (monotone gamma); subclasses give closed forms."""
+        """Inverse of gamma (its mean over components), by bisection; subclasses give closed forms."""
         g = torch.as_tensor(g, dtype=torch.float64)
         lo = torch.full_like(g, self.t_min)
         hi = torch.ones_like(g)
         for _ in range(64):
             mid = 0.5 * (lo + hi)
-            below = self.gamma(mid.reshape(-1)).reshape(g.shape) < g
+            below = self.gamma(mid.reshape(-1)).reshape(mid.numel(), -1).mean(1).reshape(g.shape) < g
             lo = torch.where(below, mid, lo)
             hi = torch.where(below, hi, mid)
         return 0.5 * (lo + hi)
@@ -171,3 +175,79 @@ class Cosine(Schedule):
     def t_of_gamma(self, g):
         g = torch.as_tensor(g, dtype=torch.float64)
         return (torch.atan(torch.exp(g / 2)) - self.theta_min) / self.theta_span
+
+
+class SoftConditioning(Schedule):
+    """GUD's component-wise linear schedule (Gerdes et al. 2024, eq. 13), one gamma per component.
+
+    With ordering labels l_i (lower = generated earlier), a = 1/softness, targets gamma_d (denoise) and
+    gamma_n (noise), and offset_i = log(Sigma_i / S_i^2):
+
+        gamma_i(t) = gamma_d + offset_i + a (l_i - l_max) + t dgamma,  dgamma = gamma_n - gamma_d + a (l_max - l_min)
+
+    so every component's true log-SNR runs on a parallel line, shifted by a l_i. Clipping keeps each
+    component between its targets (beta = 0 outside its window: it is frozen). softness = 1 with
+    l_i = -log Sigma_i is standard diffusion (all true SNRs equal); softness -> 0 generates component by
+    component in label order, and softness = 0 is exactly that: the K distinct label values take turns,
+    each group travelling from gamma_d to gamma_n in its own window of length 1/K.
+
+    `softness` may be a per-item tensor (training over a range of schedules).
+    """
+
+    componentwise = True
+
+    def __init__(self, offset: torch.Tensor, label: torch.Tensor, softness: float = 1.0, gamma_denoise: float = -13.3,
+                 gamma_noise: float = 10.0, clip: bool = True, softness_range=None):
+        super().__init__()
+        self.register_buffer("offset", offset.double().clone())
+        self.register_buffer("label", label.double().clone())
+        self.softness = float(softness)
+        self.gamma_d, self.gamma_n = float(gamma_denoise), float(gamma_noise)
+        self.clip = bool(clip)
+        self.softness_range = tuple(softness_range) if softness_range else None
+
+    def _group_rank(self):
+        """Rank of each component's label among the distinct labels (0 = generated first), and K."""
+        values, inverse = torch.unique(self.label, return_inverse=True)
+        return inverse.to(torch.float64), values.numel()
+
+    def _parts(self, t, softness):
+        """gamma (B, *event) and gamma' for softness > 0, or the autoregressive limit for softness = 0."""
+        t = t.reshape((-1,) + (1,) * self.label.ndim).to(torch.float64)
+        s = self.softness if softness is None else softness
+        span = self.gamma_n - self.gamma_d
+        if not torch.is_tensor(s) and s == 0:
+            rank, k = self._group_rank()
+            start = (k - 1 - rank) / k  # forward-time start of this group's window
+            u = ((t - start) * k).clamp(0.0, 1.0)
+            inside = ((t - start) * k > 0) & ((t - start) * k < 1)
+            return self.gamma_d + self.offset + span * u, span * k * inside.to(torch.float64)
+        a = 1.0 / torch.as_tensor(s, dtype=torch.float64, device=self.label.device).reshape(
+            (-1,) + (1,) * self.label.ndim)
+        lmax, lmin = self.label.max(), self.label.min()
+        slope = span + a * (lmax - lmin)
+        g = self.gamma_d + self.offset + a * (self.label - lmax) + t * slope
+        d = slope.expand_as(g).clone()
+        if self.clip:
+            lo, hi = self.gamma_d + self.offset, self.gamma_n + self.offset
+            d = d * ((g > lo) & (g < hi)).to(torch.float64)
+            g = torch.maximum(torch.minimum(g, hi), lo)
+        return g, d
+
+    def gamma(self, t, softness=None):
+        return self._parts(t, softness)[0]
+
+    def dgamma(self, t, softness=None):
+        return self._parts(t, softness)[1]
+
+    def level(self, t, event_ndim, softness=None):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        g, d = self._parts(t, softness)
+        return NoiseLevel(t=t, gamma=g.unsqueeze(1), dgamma=d.unsqueeze(1))
+
+    def draw_params(self, batch: int, device) -> dict:
+        """Per-item schedule parameters for training: a softness drawn uniformly from softness_range."""
+        if not self.softness_range:
+            return {}
+        lo, hi = self.softness_range
+        return {"softness": lo + (hi - lo) * torch.rand(batch, dtype=torch.float64, device=device)}

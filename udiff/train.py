@@ -174,8 +174,9 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
         eps = torch.randn((x.shape[0],) + shape, device=dev)
         for g in opt.param_groups:
             g["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) if spec.warmup else spec.lr
+        sched = model.schedule.draw_params(x.shape[0], dev)
         with autocast:
-            loss = diffusion_loss(model, x0, t, eps, spec.weighting).mean()
+            loss = diffusion_loss(model, x0, t, eps, spec.weighting, sched).mean()
         loss.backward()
         if spec.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)

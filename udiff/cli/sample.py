@@ -25,11 +25,12 @@ from .options import (device_option, emit, json_option, override, resolve_device
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="B",
               help="Samples per batch; overrides [sample] batch_size.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
+@click.option("--basis", "basis_path", metavar="BASIS", help="Check that MODEL was trained in this basis.")
 @set_option
 @device_option
 @json_option
 def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_png, grid_scale, batch_size,
-            no_ema, overrides, device, as_json):
+            no_ema, basis_path, overrides, device, as_json):
     """Draw samples from MODEL (a model artifact from `udiff train`, or its checkpoint), one per seed.
 
     Sample k comes from seed k alone, so it is the same whatever the batch size. Image models write
@@ -66,13 +67,7 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     from ..data import to_uint8
     from ..samplers import generate
 
-    from .. import recipe as R
-
-    for item in overrides:  # a trained model's other sections are fixed: changing them would change the model
-        section, key, _ = R.parse_override(item)
-        if section != "sample":
-            raise click.UsageError(f"--set {item}: sample overrides only [sample] keys; [{section}] is part of "
-                                   "the trained model (retrain to change it)")
+    restrict_to_sample(overrides)
     extra = list(overrides)
     for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
         if val is not None:
@@ -80,6 +75,8 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     art = artifacts.load(model_path, ("model", "checkpoint"))  # a checkpoint samples mid-training
     use_ema = recipe_of(art, extra).sample.ema and not no_ema
     model, rec, info = model_from_artifact(art, extra, ema=use_ema)
+    if basis_path:
+        check_basis(model, basis_path, model_path)
     image8 = info.get("kind") == "image8"
     if grid_png and len(info["shape"]) != 3:
         raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape {tuple(info['shape'])}")
@@ -123,3 +120,31 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
                    "seconds": round(seconds, 3), "device": str(dev)},
          f"udiff sample: wrote {wrote}: {len(seed_list)} samples, {s.sampler} {used['steps']} steps "
          f"({used['nfe']} NFE), {seconds:.1f} s on {dev}")
+
+
+def restrict_to_sample(overrides):
+    """A trained model's sections other than [sample] are fixed: changing them would change the model."""
+    from .. import recipe as R
+
+    for item in overrides:
+        section, _, _ = R.parse_override(item)
+        if section != "sample":
+            raise click.UsageError(f"--set {item}: only [sample] keys can be overridden; [{section}] is part of "
+                                   "the trained model (retrain to change it)")
+
+
+def check_basis(model, basis_path: str, model_path: str):
+    """--basis: refuse a model that was not trained in this basis artifact's basis."""
+    import torch
+
+    from .. import artifacts
+    from ..errors import ArtifactError
+
+    art = artifacts.load(basis_path, "basis")
+    (variances,) = art.require("variances")
+    kind = art.json("udiff.basis", {}).get("kind")
+    same = (kind == model.basis.kind and variances.shape == model.basis.variances.shape
+            and torch.allclose(variances.float(), model.basis.variances.float().cpu(), rtol=1e-4, atol=1e-8))
+    if not same:
+        raise ArtifactError(f"{model_path}: was not trained in the basis of {basis_path} ({kind} basis); "
+                            "leave --basis out (the model carries its basis) or give the matching one")

@@ -13,13 +13,15 @@ from .options import (device_option, emit, json_option, override, resolve_device
 @click.option("-o", "--out", required=True, metavar="MODEL",
               help="Model artifact to write (safetensors). A checkpoint MODEL.ckpt.safetensors is kept beside it.")
 @click.option("--data", "data_source", metavar="SOURCE", help="Data source; overrides [data] source.")
+@click.option("--basis", "basis_path", metavar="BASIS",
+              help="Basis artifact from `udiff fit-basis` [default: fit the basis to the training data].")
 @set_option
 @device_option
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), metavar="INT", help="Seed; overrides [train] seed.")
 @click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint and start from step 0.")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the resolved recipe (TOML) and write nothing.")
 @json_option
-def command(recipe_path, out, data_source, overrides, device, seed, fresh, dry_run, as_json):
+def command(recipe_path, out, data_source, basis_path, overrides, device, seed, fresh, dry_run, as_json):
     """Train the model a recipe describes and write MODEL (weights and EMA weights, with the full recipe).
 
     Rerunning the same command resumes from MODEL.ckpt.safetensors (weights, EMA, optimizer, step; the
@@ -45,7 +47,8 @@ def command(recipe_path, out, data_source, overrides, device, seed, fresh, dry_r
     ds = D.load(rec.data.source, rec.data.limit)
     info = ds.info()
 
-    from ..build import build_model, resolve
+    from ..build import build_model, fit_basis, resolve
+    from .fit_basis import load_basis
 
     rec = resolve(rec, info)
     if dry_run:
@@ -59,8 +62,9 @@ def command(recipe_path, out, data_source, overrides, device, seed, fresh, dry_r
     from ..nets.gaussian import GaussianModel
     from ..train import export_state, fit_gaussian, train
 
+    fitted = load_basis(basis_path, rec, ds.shape) if basis_path else fit_basis(rec, ds.unit())
     torch.manual_seed(rec.train.seed)
-    model = build_model(rec, info)
+    model = build_model(rec, info, fitted)
     if isinstance(model, GaussianModel):
         result = fit_gaussian(model, ds, dev)
         how = "fitted mean and covariance (no gradient steps)"
@@ -71,7 +75,8 @@ def command(recipe_path, out, data_source, overrides, device, seed, fresh, dry_r
                + f", {result.images_per_second:.0f} img/s on {result.device}, loss {result.loss:.4g}")
     n_params = sum(p.numel() for p in model.parameters())
     artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
-        "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params}})
+        "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
+        "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"}})
     emit(as_json, {"out": out, "parameters": n_params, **result.as_dict()},
          f"udiff train: wrote {out}: {how}")
 
