@@ -42,9 +42,23 @@ def test_haar_equals_pywavelets():
         assert np.abs(ours.numpy() - ref).max() < 1e-12
 
 
+def test_haar_on_sizes_that_are_not_powers_of_two():
+    """28×28 (Fashion-MNIST) halves twice: 2 levels, equal to PyWavelets' periodized transform."""
+    assert HaarBasis((1, 28, 28)).levels == 2
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    ours = HaarBasis((1, 28, 28)).double()._forward(x)
+    ref, _ = pywt.coeffs_to_array(pywt.wavedec2(x.numpy(), "haar", mode="periodization", level=2, axes=(-2, -1)),
+                                  axes=(-2, -1))
+    assert np.abs(ours.numpy() - ref).max() < 1e-12
+    b = HaarBasis((1, 28, 28)).double()
+    assert (b._inverse(b._forward(x)) - x).abs().max() < 1e-12
+
+
 def test_haar_rejects_bad_sizes():
-    with pytest.raises(RecipeError, match="power-of-two"):
-        HaarBasis((1, 28, 28))
+    with pytest.raises(RecipeError, match="even image sizes"):
+        HaarBasis((1, 27, 28))
+    with pytest.raises(RecipeError, match="at most 2"):
+        HaarBasis((1, 28, 28), levels=3)
     with pytest.raises(RecipeError, match="at most 3"):
         HaarBasis((1, 8, 8), levels=4)
     with pytest.raises(RecipeError, match="needs image data"):

@@ -5,7 +5,8 @@ Components chi = S^-1 U (x - mu) (GUD eqs. 6-8: M = S^-1 U), with U orthonormal 
     pixel   U = I
     pca     U = eigenvectors of the data covariance, components in order of decreasing variance
     dct     orthonormal DCT-II over H and W (over d for vectors)
-    haar    orthonormal multi-level 2-D Haar wavelet, periodization, power-of-two sizes, coefficients laid out
+    haar    orthonormal multi-level 2-D Haar wavelet, periodization, sizes divisible by 2^levels (28×28: up to
+            2 levels, 32×32: up to 5), coefficients laid out
             as PyWavelets' coeffs_to_array: approximation top-left, then (V | H | D) details per level
 
 Every basis keeps the data's event shape for its components (PCA lays its d coefficients out in rank
@@ -122,6 +123,14 @@ class Basis(nn.Module):
         return out
 
 
+def _twos(n: int) -> int:
+    """How many times n can be halved: the exponent of 2 in n."""
+    k = 0
+    while n > 0 and n % 2 == 0:
+        n, k = n // 2, k + 1
+    return k
+
+
 def _ramp(n: int) -> torch.Tensor:
     return torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
 
@@ -231,11 +240,12 @@ class HaarBasis(Basis):
             raise RecipeError(f"[basis] kind: 'haar' needs image data (C×H×W), got shape {self.event_shape}; "
                               "use pca or dct")
         _, h, w = self.event_shape
-        max_levels = min(int(math.log2(h)), int(math.log2(w)))
-        if h != 1 << int(math.log2(h)) or w != 1 << int(math.log2(w)):
-            raise RecipeError(f"[basis] kind: 'haar' needs power-of-two image sizes, got {h}×{w}; use dct or pca")
+        max_levels = _twos(math.gcd(h, w))  # each level halves H and W: both must stay even
+        if max_levels == 0:
+            raise RecipeError(f"[basis] kind: 'haar' needs even image sizes, got {h}×{w}; use dct or pca")
         if levels > max_levels:
-            raise RecipeError(f"[basis] levels: at most {max_levels} for {h}×{w} images, got {levels}")
+            raise RecipeError(f"[basis] levels: at most {max_levels} for {h}×{w} images (each level halves the "
+                              f"size), got {levels}")
         self.levels = levels or max_levels
 
     def _forward(self, x):

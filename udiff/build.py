@@ -14,8 +14,8 @@ import torch
 
 from .basis import DCTBasis, HaarBasis, PCABasis, PixelBasis
 from .errors import RecipeError
-from .process import VP
-from .schedule import Cosine, SoftConditioning, VDMLinear, VPLinear
+from .process import VP, CompleteRecipe, psld
+from .schedule import Cosine, SoftConditioning, VDMLearned, VDMLinear, VPLinear
 
 BASES = {
     R.PixelBasisSpec: lambda spec, shape: PixelBasis(shape, spec.whiten),
@@ -26,6 +26,9 @@ BASES = {
 
 PROCESSES = {
     R.VPSpec: lambda spec: VP(),
+    R.PSLDSpec: lambda spec: psld(spec.gamma, spec.nu, spec.m_inv, spec.kappa),
+    R.CLDSpec: lambda spec: psld(0.0, spec.nu, spec.m_inv, spec.kappa),
+    R.CompleteRecipeSpec: lambda spec: CompleteRecipe(spec.D, spec.Q, spec.mass, spec.kappa),
 }
 
 def _soft_conditioning(spec, basis):
@@ -44,6 +47,8 @@ SCHEDULES = {  # spec, basis → schedule (component-wise schedules read the bas
     R.VDMLinearSpec: lambda spec, basis: VDMLinear(spec.gamma_min, spec.gamma_max),
     R.VPLinearSpec: lambda spec, basis: VPLinear(spec.beta_min, spec.beta_max, spec.t_min),
     R.CosineSpec: lambda spec, basis: Cosine(spec.gamma_min, spec.gamma_max),
+    R.VDMLearnedSpec: lambda spec, basis: VDMLearned(spec.gamma_min, spec.gamma_max, spec.features,
+                                                     spec.minimize_variance),
     R.SoftConditioningSpec: _soft_conditioning,
 }
 
@@ -73,7 +78,7 @@ def _unet(spec, shape, k_in, k_out):
                               f"(allowed: {', '.join(map(str, resolutions))})")
     return UNet(k_in * c + _cond_channels(spec, shape), k_out * c, h, channels=spec.channels,
                 channel_mult=spec.channel_mult, num_blocks=spec.num_blocks, attn_resolutions=spec.attn_resolutions,
-                dropout=spec.dropout)
+                dropout=spec.dropout, fourier=spec.fourier_features, fourier_channels=k_in * c)
 
 
 def _mlp(spec, shape, k_in, k_out):
@@ -182,4 +187,91 @@ def section_changes(a: R.Recipe, b: R.Recipe, ignore: dict[str, tuple[str, ...]]
             if da[sec].get(key) != db[sec].get(key):
                 out.append(f"[{sec}] {key} {json.dumps(da[sec].get(key))} vs {json.dumps(db[sec].get(key))}")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Target recipes (`udiff sample RECIPE`): [target] spec → targets.Target. Most kinds are targets.KINDS[kind]
+# called with the spec's fields; `fitted` needs data (and maybe a basis artifact), `python` an import.
+
+
+def build_target(spec, device="cpu"):
+    """The target density of a target recipe's [target] section, its parameters on `device`."""
+    import dataclasses
+
+    from . import targets as T
+
+    special = {R.FittedTargetSpec: _fitted_target, R.PythonTargetSpec: _python_target}
+    if type(spec) in special:
+        target = special[type(spec)](spec)
+    else:
+        target = T.KINDS[spec.kind](**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)})
+    return target.to(device)
+
+
+def _fitted_target(spec):
+    """EM fit on the data's `dims` highest-variance components: of a PCA of the data, or of a basis artifact."""
+    from . import data as D
+    from . import targets as T
+    from .artifacts import ArtifactError, load
+
+    ds = D.load(spec.data, spec.limit)
+    x = ds.unit().double()
+    if spec.basis:
+        art = load(spec.basis, "basis")
+        shape = tuple(art.json("udiff.basis", {}).get("shape", ()))
+        if shape != ds.shape:
+            raise ArtifactError(f"{spec.basis}: fitted to items of shape {shape}, but {spec.data} has items of "
+                                f"shape {ds.shape}; fit a basis to this data with udiff fit-basis")
+        brec = recipe_of(art)
+        basis = build_basis(brec, shape).double()
+        names = ["mean", "variances"] + (["U"] if brec.basis.kind == "pca" else [])
+        basis.load_fitted(dict(zip(names, art.require(*names))))
+        kind = brec.basis.kind
+    else:
+        basis, kind = PCABasis(ds.shape).double().fit(x), "pca"
+    total = basis.variances.numel()
+    if spec.dims > total:
+        raise RecipeError(f"[target] dims: {spec.dims} is more than the {total} components of {spec.data}; "
+                          f"use at most {total}")
+    order = torch.argsort(basis.variances.reshape(-1), descending=True)[:spec.dims]
+    coords = basis.encode(x).reshape(len(x), -1)[:, order]
+    coords = coords - coords.mean(0)  # centred: the dilation path contracts towards the origin (our choice)
+    target = T.fitted(coords, spec.components, spec.covariance, spec.iterations, spec.seed)
+    target.extra = {"data": spec.data, "data_sha256": ds.sha256(), "n": len(ds), "basis": kind,
+                    "basis_artifact": spec.basis, "components": order.tolist()}
+    return target
+
+
+def _python_target(spec):
+    from . import targets as T
+
+    fn = _import_function(spec.function, "function")
+    exact = _import_function(spec.exact, "exact") if spec.exact else None
+    return T.python(fn, spec.dim, spec.function, exact)
+
+
+def _import_function(ref: str, key: str):
+    """`module:function` → the function; the current directory is searched first, as `python -m` does."""
+    import importlib
+    import os
+    import sys
+
+    mod, _, name = ref.partition(":")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:  # ImportError, or anything the module raises while importing
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise RecipeError(f"[target] {key}: cannot import module {mod!r} ({type(e).__name__}: {detail}); put it "
+                          "in the current directory or on PYTHONPATH") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise RecipeError(f"[target] {key}: module {mod!r} has no function {name!r}")
+    return fn
 

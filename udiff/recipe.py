@@ -11,6 +11,10 @@ A recipe is the whole experiment, one section per part of the model (see the REA
     [train]     the optimisation loop                         (TrainSpec)
     [sample]    how `udiff sample` draws from the model       (SampleSpec)
 
+A target recipe (`udiff sample RECIPE`, no model: TargetRecipe) has only [target], a density known up to a
+constant (kind = "gmm" | "grid" | "separated" | "rings" | "funnel" | "fitted" | "python"), and [sample]
+(TargetSampleSpec: dilation-path or baseline sampler and its budget). `load(path, target=True)` wants one.
+
 Sections with a `kind` key are tables of small spec classes registered by name (`@spec("schedule",
 "cosine")`); the other keys of such a section are the fields of the chosen class. Every value is checked
 once, at load: unknown sections and keys, wrong types and out-of-range values raise `RecipeError` with a
@@ -43,7 +47,11 @@ KIND_SECTIONS = ("basis", "prior", "process", "schedule", "net")
 PLAIN_SECTIONS = ("data", "train", "sample")
 SECTIONS = ("data", "basis", "prior", "process", "schedule", "net", "train", "sample")
 
-_KINDS: dict[str, dict[str, type]] = {s: {} for s in KIND_SECTIONS}
+# A target recipe (`udiff sample RECIPE`: an unnormalized density, no model) has only these two sections;
+# its [sample] is TargetSampleSpec. A [target] section is what makes a recipe a target recipe.
+TARGET_SECTIONS = ("target", "sample")
+
+_KINDS: dict[str, dict[str, type]] = {s: {} for s in KIND_SECTIONS + ("target",)}
 _PLAIN: dict[str, type] = {}
 _MISSING = dataclasses.MISSING
 
@@ -141,6 +149,71 @@ class VPSpec:
     """Variance-preserving diffusion, k = 1: z_t = alpha_t x + sigma_t eps, alpha^2 + sigma^2 = 1."""
 
 
+CLOCK_DOC = ("Phase-space processes run on the schedule's clock B(t) = int beta = softplus(gamma(t)); PSLD's "
+             'constant beta = 8 is [schedule] kind = "vp-linear" with beta_min = beta_max = 8.')
+KAPPA_DOC = "initial momentum variance in units of M (hybrid score matching; PSLD and CLD use 0.04)"
+
+
+@spec("process", "psld")
+class PSLDSpec:
+    """Phase-space Langevin diffusion (PSLD), k = 2: position and momentum per component, friction on both."""
+
+    gamma: float = opt(0.01, doc="Gamma, friction and noise on the position (0 is CLD)", min=0.0)
+    nu: Optional[float] = opt(None, doc="nu, friction and noise on the momentum [default: Gamma + 2 sqrt(m_inv), "
+                                        "critical damping]", min=0.0, min_open=True)
+    m_inv: float = opt(4.0, doc="inverse mass M^-1 (the momentum's prior is N(0, M))", min=0.0, min_open=True)
+    kappa: float = opt(0.04, doc=KAPPA_DOC, min=0.0)
+
+
+@spec("process", "cld")
+class CLDSpec:
+    """Critically-damped Langevin diffusion (CLD) = PSLD with Gamma = 0: noise on the momentum only."""
+
+    nu: Optional[float] = opt(None, doc="nu, friction and noise on the momentum [default: 2 sqrt(m_inv), "
+                                        "critical damping]", min=0.0, min_open=True)
+    m_inv: float = opt(4.0, doc="inverse mass M^-1 (the momentum's prior is N(0, M))", min=0.0, min_open=True)
+    kappa: float = opt(0.04, doc=KAPPA_DOC, min=0.0)
+
+
+@spec("process", "recipe")
+class CompleteRecipeSpec:
+    """Any constant D (PSD) and Q (skew) of a complete recipe: dz = -beta (D + Q) Sigma_inf^-1 z dt + sqrt(2 beta D) dw."""
+
+    D: tuple[tuple[float, ...], ...] = opt(((0.005, 0.0), (0.0, 0.50125)),
+                                           doc="1x1 or 2x2 diffusion matrix per unit beta, symmetric positive "
+                                               "semi-definite (default: PSLD, Gamma = 0.01)")
+    Q: tuple[tuple[float, ...], ...] = opt(((0.0, -0.5), (0.5, 0.0)),
+                                           doc="skew-symmetric matrix of D's size (1x1: [[0.0]])")
+    mass: float = opt(0.25, doc="M, the momentum's stationary variance (2x2 only)", min=0.0, min_open=True)
+    kappa: float = opt(0.04, doc=KAPPA_DOC + " (2x2 only)", min=0.0)
+
+    def __post_init__(self):
+        D, Q = self.D, self.Q
+        k = len(D)
+        _require(k in (1, 2) and all(len(row) == k for row in D), "process", "D",
+                 f"must be a 1x1 or 2x2 matrix (a list of rows), got {_matrix(D)}")
+        _require(len(Q) == k and all(len(row) == k for row in Q), "process", "Q",
+                 f"must be {k}x{k} like D, got {_matrix(Q)}")
+        scale = max(1.0, max(abs(v) for row in D + Q for v in row))
+        tol = 1e-12 * scale
+        symmetric = k == 1 or abs(D[0][1] - D[1][0]) <= tol
+        det = D[0][0] * D[-1][-1] - D[0][-1] * D[-1][0] if k == 2 else D[0][0]
+        _require(symmetric and D[0][0] >= 0 and D[-1][-1] >= 0 and det >= -tol, "process", "D",
+                 f"must be symmetric positive semi-definite, got {_matrix(D)}")
+        _require(all(abs(Q[i][j] + Q[j][i]) <= tol for i in range(k) for j in range(k)), "process", "Q",
+                 f"must be skew-symmetric (Q = -Q^T, zero diagonal), got {_matrix(Q)}")
+        # F = -(D + Q) Sigma_inf^-1 must be stable (eigenvalues with negative real part) to reach the prior
+        inv = (1.0, 1.0 / self.mass)[:k]
+        F = [[-(D[i][j] + Q[i][j]) * inv[j] for j in range(k)] for i in range(k)]
+        stable = F[0][0] < 0 if k == 1 else (F[0][0] + F[1][1] < 0 and F[0][0] * F[1][1] - F[0][1] * F[1][0] > 0)
+        _require(stable, "process", "D", "with this Q the process never reaches its stationary law N(0, "
+                 "diag(1, mass)); D needs a positive momentum entry (or, for 1x1, a positive entry)")
+
+
+def _matrix(m) -> str:
+    return "[" + ", ".join("[" + ", ".join(f"{v:g}" for v in row) + "]" for row in m) + "]"
+
+
 @spec("schedule", "vdm-linear")
 class VDMLinearSpec:
     """VDM's fixed schedule: gamma(t) linear from gamma_min at t = 0 to gamma_max at t = 1."""
@@ -177,6 +250,24 @@ class CosineSpec:
     def __post_init__(self):
         _require(self.gamma_min < self.gamma_max, "schedule", "gamma_max",
                  f"must exceed gamma_min ({self.gamma_min}), got {self.gamma_max}")
+
+
+@spec("schedule", "vdm-learned")
+class VDMLearnedSpec:
+    """VDM's learned schedule: trainable endpoints and a monotone network between them (trained by the bound)."""
+
+    gamma_min: float = opt(-13.3, doc="initial gamma(0) = -log SNR_max (trained)")
+    gamma_max: float = opt(5.0, doc="initial gamma(1) = -log SNR_min (trained)")
+    features: int = opt(1024, doc="width of the monotone network (all weights through |.|); 0 = linear in t "
+                                  "between the endpoints", min=0)
+    minimize_variance: bool = opt(False, doc="train the network (not the endpoints) to minimize the variance "
+                                             "of the diffusion loss instead (VDM App. I.2)")
+
+    def __post_init__(self):
+        _require(self.gamma_min < self.gamma_max, "schedule", "gamma_max",
+                 f"must exceed gamma_min ({self.gamma_min}), got {self.gamma_max}")
+        _require(not self.minimize_variance or self.features > 0, "schedule", "minimize_variance",
+                 "needs the monotone network (features > 0): a linear schedule has no shape to train")
 
 
 @spec("schedule", "soft-conditioning")
@@ -222,6 +313,8 @@ class UNetSpec:
     attn_resolutions: Optional[tuple[int, ...]] = opt(None, doc="resolutions with self-attention", min=1)
     dropout: Optional[float] = opt(None, doc="dropout probability", min=0.0, max=1.0)
     cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
+    fourier_features: tuple[int, ...] = opt((), doc="exponents n of extra input channels sin and cos(2^n 2 pi "
+                                                    "z) per state channel (VDM: [6, 7]); [] = none", min=0, max=16)
 
 
 @spec("net", "mlp")
@@ -257,23 +350,26 @@ class TrainSpec:
     grad_clip: float = opt(1.0, doc="clip the gradient norm to this (0 = off)", min=0.0)
     ema: float = opt(0.9999, doc="EMA decay of the weights", min=0.0, max=1.0)
     ema_warmup: bool = opt(True, doc="EMA decay min(ema, (1+step)/(10+step)) early on")
-    weighting: str = opt("uniform", doc="epsilon-MSE weighting: uniform, vlb (1/2 gamma'), min-snr "
-                                       "(min(SNR, 5)/SNR)", choices=WEIGHTINGS)
+    weighting: str = opt("uniform", doc="epsilon-MSE weighting: uniform, min-snr (min(SNR, 5)/SNR), or vlb: the "
+                                       "whole variational bound per dim (1/2 gamma' for VP, plus the prior and "
+                                       "reconstruction terms; trains a learned schedule)", choices=WEIGHTINGS)
     checkpoint_every: int = opt(1000, doc="write a resumable checkpoint every N steps (0 = only at the end)",
                                 min=0)
     seed: int = opt(0, doc="seed of the run (data order, times, noise, dropout)", min=0, max=2**31 - 1)
     precision: str = opt("auto", doc="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
                          choices=PRECISIONS)
-    compile: bool = opt(False, doc="torch.compile the network")
+    compile: Optional[bool] = opt(None, doc="torch.compile the network [default: on CUDA yes (the small "
+                                            "networks are launch-bound without it), on the CPU no]")
 
 
-SAMPLERS = ("ancestral", "ddim", "em", "heun")
+SAMPLERS = ("ancestral", "ddim", "em", "heun", "rk45", "sscs")
 GRIDS = ("uniform", "quadratic", "edm")
 
 
 @spec("sample")
 class SampleSpec:
-    sampler: str = opt("ancestral", doc="ancestral (VDM), em (Euler-Maruyama), ddim, heun (PF-ODE)",
+    sampler: str = opt("ancestral", doc="ancestral (VDM), em (Euler-Maruyama), ddim, heun (PF-ODE), rk45 "
+                                        "(adaptive PF-ODE), sscs (splitting, phase-space processes)",
                        choices=SAMPLERS)
     steps: Optional[int] = opt(None, doc="steps from t = 1 to t_end [default: the sampler's]", min=1)
     grid: Optional[str] = opt(None, doc="time grid: uniform, quadratic or edm [default: the sampler's]",
@@ -283,10 +379,166 @@ class SampleSpec:
     t_end: Optional[float] = opt(None, doc="last time before the final denoising step [default: the "
                                            "schedule's t_min]", min=0.0, max=1.0)
     denoise: bool = opt(True, doc="finish with a denoising step (one more network evaluation)")
+    rtol: float = opt(1e-5, doc="rk45: relative tolerance of the adaptive solver", min=0.0, min_open=True)
+    atol: float = opt(1e-5, doc="rk45: absolute tolerance of the adaptive solver", min=0.0, min_open=True)
     batch_size: int = opt(256, doc="samples per batch (does not change the samples)", min=1)
     ema: bool = opt(True, doc="use the EMA weights")
     softness: Optional[float] = opt(None, doc="soft-conditioning schedules: sample along this softness "
                                               "[default: the schedule's]", min=0.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Target recipes (`udiff sample RECIPE`): [target] is a density known up to a constant, [sample] its sampler.
+# The math is in targets.py and dilation.py; build.build_target maps these specs onto it.
+
+UNEQUAL_DOC = "[default: proportional to 1, 2, ..., K: unequal on purpose]"
+
+
+@spec("target", "gmm")
+class GMMTargetSpec:
+    """Gaussian mixture given in full: means (K x d), weights (K), and stds (K, isotropic) or covs (K x d x d)."""
+
+    means: tuple[tuple[float, ...], ...] = opt(doc="component means: K lists of d numbers")
+    weights: Optional[tuple[float, ...]] = opt(None, doc="component weights, normalized [default: equal]",
+                                               min=0.0, min_open=True)
+    stds: Optional[tuple[float, ...]] = opt(None, doc="isotropic standard deviation of each component "
+                                                      "[default: 1 each]", min=0.0, min_open=True)
+    covs: Optional[tuple[tuple[tuple[float, ...], ...], ...]] = opt(
+        None, doc="full covariance of each component: K symmetric positive definite d x d matrices (instead of stds)")
+
+    def __post_init__(self):
+        k = len(self.means)
+        d = len(self.means[0]) if k else 0
+        _require(k >= 1 and d >= 1 and all(len(m) == d for m in self.means), "target", "means",
+                 "must be K lists of d numbers each, e.g. [[0.0, 0.0], [4.0, 4.0]]")
+        for key in ("weights", "stds"):
+            v = getattr(self, key)
+            _require(v is None or len(v) == k, "target", key, f"needs one value per mean ({k}), got {len(v or ())}")
+        _require(self.stds is None or self.covs is None, "target", "covs", "give either stds or covs, not both")
+        _require(self.covs is None or (len(self.covs) == k and all(len(c) == d and all(len(r) == d for r in c)
+                                                                   for c in self.covs)),
+                 "target", "covs", f"needs {k} matrices of {d}x{d}, one per mean")
+
+
+@spec("target", "grid")
+class GridTargetSpec:
+    """2-D grid of size x size Gaussian modes centred on the origin, unequally weighted (a hard case)."""
+
+    size: int = opt(3, doc="modes per side", min=1, max=100)
+    spacing: float = opt(4.0, doc="distance between neighbouring modes", min=0.0, min_open=True)
+    std: float = opt(0.5, doc="standard deviation of every mode", min=0.0, min_open=True)
+    weights: Optional[tuple[float, ...]] = opt(None, doc="one weight per mode, row by row " + UNEQUAL_DOC,
+                                               min=0.0, min_open=True)
+
+    def __post_init__(self):
+        _require(self.weights is None or len(self.weights) == self.size ** 2, "target", "weights",
+                 f"a {self.size}x{self.size} grid has {self.size ** 2} modes; give one weight each")
+
+
+@spec("target", "separated")
+class SeparatedTargetSpec:
+    """d-dimensional mixture of far-apart Gaussian modes, at +-distance along the first coordinate axes."""
+
+    dim: int = opt(10, doc="dimension d", min=1)
+    modes: int = opt(4, doc="number of modes (at most 2 d)", min=1)
+    distance: float = opt(8.0, doc="distance of every mode from the origin (modes are >= distance * sqrt(2) apart)",
+                          min=0.0, min_open=True)
+    std: float = opt(1.0, doc="standard deviation of every mode", min=0.0, min_open=True)
+    weights: Optional[tuple[float, ...]] = opt(None, doc="one weight per mode " + UNEQUAL_DOC, min=0.0,
+                                               min_open=True)
+
+    def __post_init__(self):
+        _require(self.modes <= 2 * self.dim, "target", "modes",
+                 f"at most 2 * dim = {2 * self.dim} modes fit on the axes; raise dim or lower modes")
+        _require(self.weights is None or len(self.weights) == self.modes, "target", "weights",
+                 f"needs one weight per mode ({self.modes})")
+
+
+@spec("target", "rings")
+class RingsTargetSpec:
+    """2-D concentric rings: |x| ~ N(radius, std^2) on each ring, angle uniform."""
+
+    radii: tuple[float, ...] = opt((2.0, 4.0, 6.0), doc="ring radii", min=0.0, min_open=True)
+    std: float = opt(0.2, doc="radial standard deviation of every ring", min=0.0, min_open=True)
+    weights: Optional[tuple[float, ...]] = opt(None, doc="one weight per ring " + UNEQUAL_DOC, min=0.0,
+                                               min_open=True)
+
+    def __post_init__(self):
+        _require(self.weights is None or len(self.weights) == len(self.radii), "target", "weights",
+                 f"needs one weight per radius ({len(self.radii)})")
+
+
+@spec("target", "funnel")
+class FunnelTargetSpec:
+    """Neal's funnel: v ~ N(0, scale^2), the other d - 1 coordinates ~ N(0, e^v)."""
+
+    dim: int = opt(10, doc="dimension d (v and d - 1 others)", min=2)
+    scale: float = opt(3.0, doc="standard deviation of v", min=0.0, min_open=True)
+
+
+@spec("target", "fitted")
+class FittedTargetSpec:
+    """Gaussian mixture fitted by EM to a data set, on its `dims` leading components, centred (exact samples)."""
+
+    data: str = opt(doc='data source, as in [data] source: "digits", "fashion-mnist:train", "tensors:FILE", ...')
+    components: int = opt(8, doc="mixture components", min=1)
+    dims: int = opt(8, doc="coordinates: the DIMS highest-variance components (PCA, or of `basis`)", min=1)
+    basis: Optional[str] = opt(None, doc="basis artifact from udiff fit-basis to take the components from "
+                                         "[default: PCA of the data]")
+    covariance: str = opt("full", doc="covariance of each component: full or diag", choices=("full", "diag"))
+    iterations: int = opt(100, doc="EM iterations", min=0)
+    seed: int = opt(0, doc="seed of the k-means++ initialization of EM", min=0)
+    limit: int = opt(0, doc="use only the first LIMIT items (0 = all)", min=0)
+
+
+@spec("target", "python")
+class PythonTargetSpec:
+    """Any log-density: a Python function returning log pi(x) (up to a constant) for a batch x of shape (N, dim)."""
+
+    function: str = opt(doc='"module:function", importable from the current directory or PYTHONPATH')
+    dim: int = opt(doc="dimension d of x", min=1)
+    exact: Optional[str] = opt(None, doc='"module:function" f(n, generator) -> (n, dim) tensor of exact draws, '
+                                         "for the metrics [default: none]")
+
+    def __post_init__(self):
+        for key in ("function", "exact"):
+            v = getattr(self, key)
+            mod, _, name = (v or "m:f").partition(":")
+            _require(bool(mod and name), "target", key, f'expected "module:function", got {v!r}')
+
+
+TARGET_SAMPLERS = ("dilation", "ula", "mala", "convolution-mc")
+LAMBDA_GRIDS = ("geometric", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class TargetSampleSpec:
+    """Which sampler draws from the target, and its budget of target-gradient evaluations per sample."""
+
+    sampler: str = opt("dilation", doc="dilation (annealed Langevin on the dilation path), ula or mala (plain "
+                                       "Langevin at lambda = 1), convolution-mc (annealed Langevin on the "
+                                       "Gaussian-convolution path, importance-sampled scores)", choices=TARGET_SAMPLERS)
+    steps: int = opt(1000, doc="target-gradient evaluations per sample: the same budget for every sampler", min=1)
+    levels: int = opt(100, doc="lambda levels from lambda_min to 1 (dilation, convolution-mc)", min=1)
+    lambda_min: float = opt(1e-4, doc="first lambda of the path (lambda = 0 is a Dirac at the origin)", min=0.0,
+                            max=1.0, min_open=True)
+    lambda_grid: str = opt("geometric", doc="spacing of the levels: geometric (log lambda linear in t), linear, "
+                                            "cosine", choices=LAMBDA_GRIDS)
+    step_size: float = opt(0.05, doc="Langevin step h at lambda = 1; at level lambda of the dilation path the "
+                                     "step is h * lambda", min=0.0, min_open=True)
+    mala: bool = opt(False, doc="Metropolis-adjust every annealing step of the dilation path (MALA)")
+    target_accept: Optional[float] = opt(None, doc="adapt each sample's step towards this MALA acceptance rate, "
+                                                   "e.g. 0.574 [default: fixed step]", min=0.0, max=1.0,
+                                         min_open=True)
+    final_steps: int = opt(0, doc="MALA steps at lambda = 1 after the annealing (counted in steps)", min=0)
+    mc_samples: int = opt(16, doc="importance samples per score estimate (convolution-mc)", min=1)
+    batch_size: int = opt(100000, doc="samples per batch (does not change the samples)", min=1)
+
+    section = "sample"
+
+    def __post_init__(self):
+        _require(self.target_accept is None or self.target_accept < 1.0, "sample", "target_accept",
+                 f"must be < 1, got {self.target_accept}")
 
 
 def _require(ok: bool, section: str, key: str, msg: str):
@@ -353,8 +605,35 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
-def load(path: str, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
-    """Read a TOML recipe, apply `section.key=value` overrides, validate and fill in defaults."""
+def _plain(v):
+    """Tuples (nested too) → lists, for dicts and JSON."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+@dataclass(frozen=True)
+class TargetRecipe:
+    """A target recipe: [target] (a density known up to a constant) and [sample] (TargetSampleSpec), no model."""
+
+    target: Any
+    sample: TargetSampleSpec
+
+    def to_dict(self) -> dict:
+        out = {name: {f.name: _plain(getattr(getattr(self, name), f.name)) for f in fields(getattr(self, name))}
+               for name in TARGET_SECTIONS}
+        return {"target": {"kind": self.target.kind, **out["target"]}, "sample": out["sample"]}
+
+    # JSON, TOML and with_section only go through to_dict / from_dict, which dispatch on [target]
+    to_json = Recipe.to_json
+    with_section = Recipe.with_section
+    toml = Recipe.toml
+
+
+def load(path: str, overrides: tuple[str, ...] | list[str] = (), target: Optional[bool] = False) -> Recipe:
+    """Read a TOML recipe, apply `section.key=value` overrides, validate and fill in defaults.
+
+    `target`: False (the default) wants a model recipe, True a target recipe (with [target]; returns a
+    TargetRecipe), None either.
+    """
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
@@ -366,6 +645,12 @@ def load(path: str, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: not valid TOML ({e})") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a text file; expected a TOML recipe") from None
+    if target is not None and isinstance(raw, dict) and ("target" in raw) != target:
+        if target:
+            raise RecipeError(f"{path}: has no [target] section; `udiff sample` takes a model artifact (from udiff "
+                              "train) or a target recipe whose [target] gives the density to sample")
+        raise RecipeError(f"{path}: is a target recipe ([target]: a density to sample, no model); run "
+                          f"`udiff sample {path} -n N -o SAMPLES`")
     return from_dict(raw, origin=path, overrides=overrides)
 
 
@@ -403,6 +688,8 @@ def from_dict(raw: dict, origin: str = "<recipe>", overrides=()) -> Recipe:
     """Validate a nested dict (parsed TOML or stored JSON) into a Recipe; errors name origin and key."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{origin}: expected a table of sections")
+    if "target" in raw:
+        return _target_from_dict(raw, origin, overrides)
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for item in overrides:
         section, key, value = parse_override(item)
@@ -420,6 +707,33 @@ def from_dict(raw: dict, origin: str = "<recipe>", overrides=()) -> Recipe:
         msg = str(e)
         raise RecipeError(msg if msg.startswith(origin + ":") else f"{origin}: {msg}") from None
     return Recipe(**built)
+
+
+def _target_from_dict(raw: dict, origin: str, overrides=()) -> TargetRecipe:
+    """A recipe with [target]: only [target] and [sample] (TargetSampleSpec) are allowed."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        section, key, value = parse_override(item)
+        _check_target_section(section, f"--set {item}")
+        raw.setdefault(section, {})[key] = value
+    for name, sec in raw.items():
+        _check_target_section(name, origin)
+        if not isinstance(sec, dict):
+            raise RecipeError(f"{origin}: [{name}] must be a table, got {sec!r}")
+    try:
+        target = _build_section("target", raw["target"], origin)
+        sample = _build_section("sample", raw.get("sample", {}), origin, cls=TargetSampleSpec)
+    except RecipeError as e:
+        msg = str(e)
+        raise RecipeError(msg if msg.startswith(origin + ":") else f"{origin}: {msg}") from None
+    return TargetRecipe(target, sample)
+
+
+def _check_target_section(name: str, origin: str):
+    if name not in TARGET_SECTIONS:
+        why = "; a target recipe describes a density, not a model" if name in SECTIONS else ""
+        raise RecipeError(f"{origin}: [{name}]: not a section of a target recipe{_suggest(name, TARGET_SECTIONS)}"
+                          f"{why} (allowed: {', '.join(TARGET_SECTIONS)})")
 
 
 def _prior_follows_whitening(raw: dict) -> None:
@@ -442,6 +756,9 @@ def _cross_checks(s: dict) -> None:
     if getattr(sched, "softness_range", None) and getattr(net, "cond", "gamma-map") != "gamma-map":
         raise RecipeError("[schedule] softness_range: one network for several schedules must see the schedule; "
                           "set [net] cond = \"gamma-map\"")
+    if getattr(sched, "kind", "") == "vdm-learned" and s["train"].weighting != "vlb" and net.kind != "gaussian":
+        raise RecipeError("[train] weighting: a learned schedule ([schedule] kind = \"vdm-learned\") is trained "
+                          f"by the bound; set weighting = \"vlb\" (got {s['train'].weighting!r})")
 
 
 def _check_section_name(name: str, origin: str):
@@ -455,19 +772,21 @@ def _suggest(word: str, options) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _build_section(name: str, table: dict, origin: str):
+def _build_section(name: str, table: dict, origin: str, cls: Optional[type] = None):
     table = dict(table)
-    if name in KIND_SECTIONS:
+    if name in _KINDS:
         registry = _KINDS[name]
-        default_kind = DEFAULT_KINDS[name]
+        default_kind = DEFAULT_KINDS.get(name)  # [target] has no default kind
         kind = table.pop("kind", default_kind)
+        if kind is None:
+            raise RecipeError(f"[{name}] kind: missing; say which {name} (allowed: {', '.join(sorted(registry))})")
         if not isinstance(kind, str) or kind not in registry:
             raise RecipeError(f"[{name}] kind: unknown kind {kind!r}{_suggest(str(kind), registry)} "
                               f"(allowed: {', '.join(sorted(registry))})")
         cls = registry[kind]
         label = f"[{name}] (kind {kind!r})"
     else:
-        cls = _PLAIN[name]
+        cls = cls or _PLAIN[name]
         label = f"[{name}]"
     allowed = [f.name for f in fields(cls)]
     kwargs = {}
@@ -505,8 +824,17 @@ def _coerce(value, f, section: str):
         n = meta.get("length")
         if n is not None and len(value) != n:
             raise RecipeError(f"{where}: expected {n} values, got {len(value)}")
-        return tuple(_check(_scalar(v, inner, where), meta, where) for v in value)
+        return _rows(value, inner, meta, where)
     return _check(_scalar(value, tp, where), meta, where)
+
+
+def _rows(value, inner, meta, where):
+    """The entries of a list whose items have type `inner`: scalars, or rows again (matrices, lists of matrices)."""
+    if typing.get_origin(inner) is tuple:  # a matrix: a list of rows
+        if not all(isinstance(row, (list, tuple)) for row in value):
+            raise RecipeError(f"{where}: expected a list of rows, e.g. [[1.0, 0.0], [0.0, 1.0]], got {value!r}")
+        return tuple(_rows(row, typing.get_args(inner)[0], meta, where) for row in value)
+    return tuple(_check(_scalar(v, inner, where), meta, where) for v in value)
 
 
 def _tname(tp) -> str:
@@ -573,4 +901,14 @@ def reference() -> str:
                     "varies" if f.default is None else _toml_value(f.default))
                 out.append(f"    {f.name} = {default}  # {f.metadata.get('doc', '')}")
             out.append("")
+    out += ["Target recipes (udiff sample RECIPE): a [target] section instead of a model; only [target] and "
+            "[sample] are allowed.", ""]
+    for kind, cls in [(k, _KINDS["target"][k]) for k in kinds("target")] + [(None, TargetSampleSpec)]:
+        out.append(f'[target] kind = "{kind}"' if kind else "[sample]  (of a target recipe)")
+        out.append(f"    {cls.__doc__.strip().splitlines()[0]}")
+        for f in fields(cls):
+            default = "required" if f.default is _MISSING else (
+                "none" if f.default is None else _toml_value(f.default))
+            out.append(f"    {f.name} = {default}  # {f.metadata.get('doc', '')}")
+        out.append("")
     return "\n".join(out)

@@ -19,6 +19,7 @@ import contextlib
 import torch
 
 from .errors import UdiffError
+from .ode import dopri5
 from .rng import NoiseSource
 
 SAMPLERS = {}
@@ -73,9 +74,7 @@ def _final(model, z, lvl, denoise: bool):
     """The data estimate at the last grid time: one denoising evaluation, or the state taken as is."""
     if denoise:
         return model.process.x0_from_eps(z, _eps(model, z, lvl), lvl), 1
-    p = model.process.predicted
-    zero = torch.zeros((z.shape[0], p) + tuple(z.shape[2:]), dtype=z.dtype, device=z.device)
-    return model.process.x0_from_eps(z, zero, lvl), 0
+    return model.process.x0_plain(z, lvl), 0
 
 
 def _hooked(callback, i, z, lvl):
@@ -114,9 +113,8 @@ def sample_em(model, z, ts, noise, *, denoise=True, callback=None, **_):
     for i in range(len(ts) - 1):
         dt = float(ts[i + 1] - ts[i])  # negative
         eps = _eps(model, z, lv[i])
-        _, g2 = model.process.sde(z, lv[i])
         drift = model.process.reverse_drift(z, eps, lv[i])
-        z = z + drift * dt + (g2 * -dt).sqrt() * noise(i + 1, shape).to(z)
+        z = z + drift * dt + model.process.diffuse(noise(i + 1, shape).to(z), lv[i], -dt)
         if callback:
             z = _hooked(callback, i, z, lv[i + 1])
     x0, extra = _final(model, z, lv[-1], denoise)
@@ -159,8 +157,52 @@ def sample_heun(model, z, ts, noise, *, denoise=True, callback=None, **_):
     return x0, nfe + extra
 
 
+@register("sscs", steps=100, grid="quadratic")
+def sample_sscs(model, z, ts, noise, *, denoise=True, callback=None, **_):
+    """Symmetric splitting (CLD's SSCS, generalized by PSLD §2.6): per step, half a step of the linear OU part
+    solved exactly, one Euler step of the score part, another exact half step; one network evaluation.
+
+    The score is evaluated at the state after the first half step and the time halfway through the step
+    (the symmetric, second-order choice). Needs a process with `sscs_linear` (psld, cld, recipe).
+    """
+    proc = model.process
+    if not hasattr(proc, "sscs_linear"):
+        raise UdiffError(f"sampler 'sscs' needs a phase-space process ([process] kind = \"psld\", \"cld\" or "
+                         f"\"recipe\"), not {type(proc).__name__}; use em, heun or rk45")
+    lv = _levels(model, ts, z.device)
+    mid = _levels(model, 0.5 * (ts[:-1] + ts[1:]), z.device)
+    shape = tuple(z.shape[1:])
+    for i in range(len(ts) - 1):
+        z = proc.sscs_linear(z, lv[i], mid[i], noise(2 * i + 1, shape).to(z))
+        z = proc.sscs_score(z, _eps(model, z, mid[i]), mid[i], lv[i], lv[i + 1])
+        z = proc.sscs_linear(z, mid[i], lv[i + 1], noise(2 * i + 2, shape).to(z))
+        if callback:
+            z = _hooked(callback, i, z, lv[i + 1])
+    x0, extra = _final(model, z, lv[-1], denoise)
+    return x0, len(ts) - 1 + extra
+
+
+@register("rk45", steps=1, grid="uniform")
+def sample_rk45(model, z, ts, noise, *, rtol=1e-5, atol=1e-5, denoise=True, callback=None, **_):
+    """The probability-flow ODE dz/dt = f - g^2 s / 2 from ts[0] to ts[-1] with adaptive Dormand-Prince 5(4)
+    (ode.dopri5, tolerances rtol/atol); nfe = the solver's evaluations (+ 1 for the final denoising step).
+    The grid's inner points are not used: the solver picks its own steps."""
+    if callback:
+        raise UdiffError("sampler 'rk45' takes its own steps, so it cannot replace known pixels at each step; "
+                         "use heun, em or ancestral for inpainting")
+    proc = model.process
+
+    def f(t, y):
+        lvl = model.level(torch.tensor([t], dtype=torch.float64, device=y.device))
+        return proc.reverse_drift(y, _eps(model, y, lvl), lvl, pf_ode=True)
+
+    z, nfe = dopri5(f, z, float(ts[0]), float(ts[-1]), rtol=rtol, atol=atol)
+    x0, extra = _final(model, z, model.level(ts[-1:].to(z.device)), denoise)
+    return x0, nfe + extra
+
+
 def generate(model, seeds, *, sampler: str, steps=None, grid=None, rho=7.0, eta=0.0, t_end=None,
-             denoise=True, batch_size=256, device="cpu", autocast=None, progress=None):
+             denoise=True, rtol=1e-5, atol=1e-5, batch_size=256, device="cpu", autocast=None, progress=None):
     """Draw one sample per seed (sample k from seed k) in data space, float32 (N, *event).
 
     Returns (x, used) with used = {"steps", "grid", "t_end", "nfe"}: what was actually run.
@@ -182,7 +224,7 @@ def generate(model, seeds, *, sampler: str, steps=None, grid=None, rho=7.0, eta=
         noise = NoiseSource(batch, device=device)
         z = model.process.prior_sample(noise(0, shape).double())
         with torch.no_grad(), (autocast or contextlib.nullcontext()):
-            x0, nfe = fn(model, z, ts, noise, eta=eta, denoise=denoise)
+            x0, nfe = fn(model, z, ts, noise, eta=eta, denoise=denoise, rtol=rtol, atol=atol)
         out.append(model.decode(x0.float()).cpu())
         if progress:
             progress(len(batch))

@@ -251,3 +251,110 @@ class SoftConditioning(Schedule):
             return {}
         lo, hi = self.softness_range
         return {"softness": lo + (hi - lo) * torch.rand(batch, dtype=torch.float64, device=device)}
+
+
+class _VarianceGrad(torch.autograd.Function):
+    """Identity on the normalized shape (n(t), n'(t)) of a learned schedule; in the backward pass the gradient
+    of item i is multiplied by the owner's `_variance_scale[i]` = 2 L_i (its diffusion loss), so the shape
+    parameters follow grad mean(L^2) = grad Var(L) instead of grad mean(L) (VDM App. I.2, eqs. 60-62)."""
+
+    @staticmethod
+    def forward(ctx, n, dn, owner):
+        ctx.owner = owner
+        return n.clone(), dn.clone()
+
+    @staticmethod
+    def backward(ctx, gn, gdn):
+        scale = ctx.owner._variance_scale
+        if scale is None or scale.shape != gn.shape:  # endpoint evaluations (n = 0, 1: no shape gradient)
+            return gn, gdn, None
+        return gn * scale, gdn * scale, None
+
+
+class VDMLearned(Schedule):
+    """VDM's learned schedule (Kingma et al. 2021): trainable endpoints gamma_0 = gamma(0), gamma_1 = gamma(1)
+    and, with `features` > 0, VDM's monotone network for the shape in between; linear between them otherwise.
+
+        gamma(t) = gamma_0 + (gamma_1 - gamma_0) (g(t) - g(0)) / (g(1) - g(0))             (VDM eq. 59)
+        g(t) = |w1| t + (1/F) sum_j |w3_j| phi(|w2_j| (2t - 1) + b2_j),  phi(h) = 2 sigmoid(h) - 1
+
+    g is VDM's `NoiseSchedule_NNet` (l1, l2, l3 with every weight through |.|, so g increases; l1's bias cancels
+    in the normalization), and gamma_1 = gamma_0 + |span| keeps the endpoints ordered. The endpoints are learned
+    on the bound (prior and reconstruction terms); the shape does not change the continuous-time bound, only
+    its variance, so `minimize_variance` trains it on mean(L_diff^2) instead (the "endpoint trick", VDM App. I.2)
+    through `_VarianceGrad`: the training loss hands the per-item diffusion loss to `observe_diffusion_loss`.
+    gamma' is closed form (no double backward). Parameters are float32, arithmetic float64.
+    """
+
+    def __init__(self, gamma_min: float = -13.3, gamma_max: float = 5.0, features: int = 1024,
+                 minimize_variance: bool = False):
+        super().__init__()
+        self.gamma0 = nn.Parameter(torch.tensor(float(gamma_min)))
+        self.span = nn.Parameter(torch.tensor(float(gamma_max) - float(gamma_min)))
+        self.features = int(features)
+        self.minimize_variance = bool(minimize_variance) and self.features > 0
+        if self.features:
+            self.w1 = nn.Parameter(torch.tensor(float(gamma_max) - float(gamma_min)))
+            self.w2 = nn.Parameter(torch.randn(self.features))
+            self.b2 = nn.Parameter(torch.zeros(self.features))
+            self.w3 = nn.Parameter(torch.randn(self.features))
+        self._variance_scale = None
+
+    def _g(self, t):
+        """The unnormalized monotone network g(t) and g'(t), float64, t of shape (N,)."""
+        w2 = self.w2.double().abs()
+        w3 = self.w3.double().abs()
+        h = w2 * (2.0 * t[:, None] - 1.0) + self.b2.double()
+        s = torch.sigmoid(h)
+        a = self.w1.double().abs()
+        g = a * t + ((2.0 * s - 1.0) * w3).sum(-1) / self.features
+        d = a + (2.0 * s * (1.0 - s) * 2.0 * w2 * w3).sum(-1) / self.features
+        return g, d
+
+    def _parts(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        flat = t.reshape(-1).to(self.gamma0.device)
+        lo = self.gamma0.double()
+        span = self.span.double().abs()
+        if not self.features:
+            return (lo + span * flat).reshape(t.shape), span.expand(flat.shape).reshape(t.shape)
+        g, d = self._g(flat)
+        ends, _ = self._g(torch.tensor([0.0, 1.0], dtype=torch.float64, device=flat.device))
+        n, dn = (g - ends[0]) / (ends[1] - ends[0]), d / (ends[1] - ends[0])
+        if self.minimize_variance and torch.is_grad_enabled():
+            n, dn = _VarianceGrad.apply(n, dn, self)
+        return (lo + span * n).reshape(t.shape), (span * dn).reshape(t.shape)
+
+    def gamma(self, t):
+        return self._parts(t)[0]
+
+    def dgamma(self, t):
+        return self._parts(t)[1]
+
+    def level(self, t, event_ndim):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        if self.minimize_variance and torch.is_grad_enabled():
+            self._variance_scale = None  # set again by the loss of this step
+        g, d = self._parts(t)
+        shape = (t.shape[0], 1) + (1,) * event_ndim
+        return NoiseLevel(t=t, gamma=g.reshape(shape), dgamma=d.reshape(shape))
+
+    def observe_diffusion_loss(self, per_item: torch.Tensor) -> None:
+        """Per-item diffusion loss of the current step (before backward): the shape's gradient becomes
+        that of mean(L^2) (only with minimize_variance)."""
+        if self.minimize_variance:
+            self._variance_scale = 2.0 * per_item.detach().to(torch.float64)
+
+    def t_of_gamma(self, g):
+        with torch.no_grad():
+            return super().t_of_gamma(g)
+
+    @property
+    def gamma_range(self) -> tuple[float, float]:
+        return self.endpoints
+
+    @property
+    def endpoints(self) -> tuple[float, float]:
+        """(gamma_0, gamma_1), the learned gamma(0) and gamma(1)."""
+        g0 = float(self.gamma0.detach())
+        return g0, g0 + abs(float(self.span.detach()))

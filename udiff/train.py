@@ -19,6 +19,7 @@ import torch
 from . import artifacts
 from .data import Dataset, to_unit
 from .errors import ArtifactError, UdiffError
+from .likelihood import vlb_loss
 from .losses import diffusion_loss, stratified_times
 from .rng import step_seed
 
@@ -123,10 +124,14 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     """
     spec = rec.train
     dev = torch.device(device)
-    model.prepare(dev, compile_net=spec.compile)
+    model.prepare(dev, compile_net=dev.type == "cuda" if spec.compile is None else spec.compile)
     params = [p for p in model.parameters() if p.requires_grad]
     fused = dev.type == "cuda"
-    opt = torch.optim.AdamW(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.adam_eps,
+    learned = {id(p) for p in model.schedule.parameters()}  # a learned schedule: no weight decay
+    groups = [{"params": [p for p in params if id(p) not in learned]}]
+    if learned:
+        groups.append({"params": [p for p in params if id(p) in learned], "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.adam_eps,
                             weight_decay=spec.weight_decay, **({"fused": True} if fused else {"foreach": True}))
     ema = [p.detach().clone() for p in params]
     ckpt = checkpoint_path(out_path) if out_path != "-" else None
@@ -176,7 +181,10 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
             g["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) if spec.warmup else spec.lr
         sched = model.schedule.draw_params(x.shape[0], dev)
         with autocast:
-            loss = diffusion_loss(model, x0, t, eps, spec.weighting, sched).mean()
+            if spec.weighting == "vlb":  # the whole bound (prior + reconstruction + diffusion), per dim
+                loss = vlb_loss(model, x, x0, t, eps, data.is_image8, sched).mean()
+            else:
+                loss = diffusion_loss(model, x0, t, eps, spec.weighting, sched).mean()
         loss.backward()
         if spec.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import click
 
-from ..recipe import GRIDS, SAMPLERS
+from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
 from .options import (device_option, emit, json_option, override, resolve_device, set_option,
                       stderr_is_terminal)
 
 
-@click.command("sample", short_help="Draw samples from a model.")
-@click.argument("model_path", metavar="MODEL")
+@click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
+@click.argument("model_path", metavar="MODEL|RECIPE")
 @click.option("-n", "--num", type=click.IntRange(min=1), metavar="N", help="Number of samples (seeds SEED..SEED+N-1).")
 @click.option("--seeds", metavar="LIST", help="Seeds, e.g. 0-63 or 0-9,100: sample k uses seed k.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
               help="First seed when only -n is given.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), help="Sampler; overrides [sample] sampler.")
-@click.option("--steps", type=click.IntRange(min=1), metavar="K", help="Steps; overrides [sample] steps.")
+@click.option("--sampler", type=click.Choice(SAMPLERS + TARGET_SAMPLERS),
+              help="Sampler; overrides [sample] sampler (a target recipe takes dilation, ula, mala, convolution-mc).")
+@click.option("--steps", type=click.IntRange(min=1), metavar="K",
+              help="Steps; overrides [sample] steps (a target recipe: target-gradient evaluations per sample).")
 @click.option("--time-grid", type=click.Choice(GRIDS), help="Time grid; overrides [sample] grid.")
 @click.option("-o", "--out", metavar="SAMPLES", help="Samples artifact to write ('-' for stdout).")
 @click.option("--grid", "grid_png", metavar="PNG", help="Also write a picture of the samples (image data only).")
@@ -26,11 +28,13 @@ from .options import (device_option, emit, json_option, override, resolve_device
               help="Samples per batch; overrides [sample] batch_size.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option("--basis", "basis_path", metavar="BASIS", help="Check that MODEL was trained in this basis.")
+@click.option("--compare", is_flag=True, help="Target recipes: also run the other samplers on the same budget and "
+              "seeds, and report their metrics (the samples written are the recipe's sampler's).")
 @set_option
 @device_option
 @json_option
 def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_png, grid_scale, batch_size,
-            no_ema, basis_path, overrides, device, as_json):
+            no_ema, basis_path, compare, overrides, device, as_json):
     """Draw samples from MODEL (a model artifact from `udiff train`, or its checkpoint), one per seed.
 
     Sample k comes from seed k alone, so it is the same whatever the batch size. Image models write
@@ -39,16 +43,22 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     \b
     udiff sample run/model.safetensors --seeds 0-63 -o run/samples.safetensors --grid run/samples.png
     udiff sample run/model.safetensors -n 1000 --sampler ddim --steps 50 -o - | ...
+
+    RECIPE instead of MODEL: a TOML recipe whose [target] section gives a density known up to a constant
+    (no model, no data). Its samples come from annealed Langevin on the dilation path, or from a baseline
+    (--sampler ula, mala, convolution-mc), with `steps` target-gradient evaluations per sample; when the
+    target has exact samples, the mode-weight error, MMD and sliced W2 against them are reported and stored.
+
+    \b
+    udiff sample recipes/dilation-gmm.toml -n 10000 -o run/gmm.safetensors
+    udiff sample recipes/dilation-grid.toml -n 10000 -o run/grid.safetensors --compare --json
     """
-    from ..errors import UdiffError
     from ..rng import parse_seeds
 
     if not out and not grid_png:
         raise click.UsageError("nothing to write: give -o SAMPLES and/or --grid PNG")
     if out == "-" and as_json:
         raise click.UsageError("--json and -o - both write to stdout; choose one")
-    if model_path.endswith(".toml"):
-        raise UdiffError(f"{model_path}: is a recipe; sample takes a model artifact made by `udiff train`")
     seed_list = parse_seeds(seeds) if seeds else None
     if seed_list is not None and num is not None and num != len(seed_list):
         raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
@@ -56,6 +66,16 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
         if num is None:
             raise click.UsageError("give -n N or --seeds LIST")
         seed_list = list(range(seed, seed + num))
+    from .sample_target import looks_like_recipe, sample_target
+
+    if looks_like_recipe(model_path):
+        return sample_target(model_path, seed_list, sampler=sampler, steps=steps, time_grid=time_grid, out=out,
+                             grid_png=grid_png, batch_size=batch_size, no_ema=no_ema, basis_path=basis_path,
+                             compare=compare, overrides=overrides, device=device, as_json=as_json)
+    if compare:
+        raise click.UsageError("--compare applies to target recipes only; MODEL is a trained model")
+    if sampler in TARGET_SAMPLERS:
+        raise click.UsageError(f"--sampler {sampler}: samples target recipes; a model takes {', '.join(SAMPLERS)}")
 
     import sys
     import time
@@ -91,7 +111,7 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     t0 = time.perf_counter()
     x, used = generate(model, seed_list, sampler=s.sampler, steps=s.steps, grid=s.grid, rho=s.rho, eta=s.eta,
                       t_end=s.t_end, denoise=s.denoise, batch_size=s.batch_size, device=dev,
-                      autocast=autocast, progress=bar.update if bar else None)
+                      rtol=s.rtol, atol=s.atol, autocast=autocast, progress=bar.update if bar else None)
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()

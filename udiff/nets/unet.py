@@ -33,12 +33,22 @@ def auto_preset(resolution: int) -> str:
     return "tiny-8" if resolution <= 8 else "small-28" if resolution <= 28 else "ddpmpp"
 
 
-def _group_norm(c: int) -> nn.GroupNorm:
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm that runs in its input's dtype. Autocast lists group_norm as a float32 op, so under bf16
+    autocast every norm would write a float32 activation that the next convolution casts back: twice the
+    memory traffic of the whole network. The kernel accumulates its statistics in float32 either way."""
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+
+
+def _group_norm(c: int) -> GroupNorm:
     """GroupNorm with EDM's group count min(32, C/4), lowered to a divisor of C when it is not one."""
     g = min(32, max(1, c // 4))
     while c % g:
         g -= 1
-    return nn.GroupNorm(num_groups=g, num_channels=c, eps=1e-6)
+    return GroupNorm(num_groups=g, num_channels=c, eps=1e-6)
 
 
 class Block(nn.Module):
@@ -80,11 +90,25 @@ class Block(nn.Module):
         return x
 
 
+def fourier_features(x: torch.Tensor, exponents) -> torch.Tensor:
+    """sin and cos(2^n 2 pi x) for each n of `exponents` and each channel of x (B, C, H, W) → (B, 2 len·C, H, W):
+    VDM's input features (Kingma et al. 2021, eq. 34 / App. C; n in {6, 7} in its code), which let the network
+    see the finest bits of z at high SNR."""
+    if not exponents:
+        return x[:, :0]
+    freqs = torch.tensor([2.0 ** n * 2.0 * math.pi for n in exponents], dtype=x.dtype, device=x.device)
+    h = x.unsqueeze(1) * freqs.reshape(1, -1, 1, 1, 1)  # (B, F, C, H, W)
+    return torch.cat([h.sin(), h.cos()], 1).flatten(1, 2)
+
+
 class UNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, resolution: int, *, channels: int = 128,
                  channel_mult=(2, 2, 2), num_blocks: int = 4, attn_resolutions=(16,), dropout: float = 0.1,
-                 emb_mult: int = 4):
+                 emb_mult: int = 4, fourier=(), fourier_channels: int = 0):
         super().__init__()
+        # Fourier features of the first `fourier_channels` input channels (the state) are appended to the input
+        self.fourier, self.fourier_channels = tuple(fourier), int(fourier_channels) if fourier else 0
+        in_channels += 2 * len(self.fourier) * self.fourier_channels
         emb = channels * emb_mult
         self.embed = PositionalEmbedding(channels)
         self.map0 = xavier_(nn.Linear(channels, emb))
@@ -125,6 +149,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         emb = F.silu(self.map1(F.silu(self.map0(self.embed(label)))))
+        if self.fourier:
+            x = torch.cat([x, fourier_features(x[:, :self.fourier_channels], self.fourier)], 1)
         h = self.conv_in(x)
         hs = [h]
         for block in self.enc:

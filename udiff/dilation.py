@@ -1,0 +1,368 @@
+"""Sampling an unnormalized density pi without a model: annealed Langevin on the dilation path, and baselines.
+
+The dilation path (Chehab & Korba 2024, "A Practical Diffusion Path for Sampling") is mu_lam = Law(sqrt(lam) X),
+X ~ pi, for lam from ~0 (a Dirac at the origin) to 1 (the target). Its density and score are closed form in
+terms of pi, so, unlike the Gaussian-convolution (diffusion) path, no Monte-Carlo score estimate is needed.
+
+Which part is what (see reference/algorithms.md §3; only the paper's abstract was available):
+
+    [paper]   the path mu_lam = Law(sqrt(lam) X) and its closed-form score lam^{-1/2} grad log pi(x / sqrt(lam)),
+              computed here by autograd of log mu_lam (`value_and_score`); "Langevin dynamics guided by the
+              path, using adaptive step sizes".
+    [ours]    the concrete rule: step h * lam at level lam (mu_lam is L/lam-smooth when pi is L-smooth), the lam
+              grids (geometric / linear / cosine in t), the start x = sqrt(h lam_min) xi, the optional MALA
+              correction at every step (valid because log mu_lam is known up to pi's own constant), per-particle
+              adaptation of h towards a target acceptance rate, and optional final MALA steps at lam = 1.
+    [ours]    the baselines and their budget: ULA and MALA at lam = 1 from the same start, and annealed Langevin
+              on the Gaussian-convolution path Law(sqrt(lam) X + sqrt(1 - lam) Z) with self-normalized importance
+              sampling scores; every sampler gets the same number of target-gradient evaluations per particle
+              (`steps`), counted as they happen.
+
+A fact that shapes what to expect (derived, §3.3, and checked by tests/test_dilation.py): Langevin on mu_lam with
+step h lam, written in y = x / sqrt(lam), is exactly Langevin on pi with step h; raising lam from lam_k to lam_{k+1}
+contracts y by sqrt(lam_k / lam_{k+1}). The path therefore lowers no energy barrier (mode weights and barriers of
+mu_lam are pi's at every lam); the particles' split between far-apart modes is decided where the contractions
+re-inject them, near the origin. See the README's dilation section for measured consequences.
+
+Shapes: particles x are (N, d) float tensors on one device; `log_prob` maps (N, d) -> (N,). Noise comes from
+rng.NoiseSource: particle k draws everything (start, every step's normals and uniforms, every importance sample)
+from seed k, and every adaptation is per particle, so a particle does not depend on its batch.
+No click, tqdm or file system here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable, Optional
+
+import torch
+
+from .errors import RecipeError
+from .rng import NoiseSource
+
+SAMPLERS = ("dilation", "ula", "mala", "convolution-mc")
+GRIDS = ("geometric", "linear", "cosine")
+ADAPT_RATE = 0.05        # Robbins-Monro gain of log h per step towards the target acceptance rate (our choice)
+CONV_START_STEP = 0.1    # convolution path: step at lam -> 0, where mu_lam is ~ N(0, I) (our choice)
+
+LogProb = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The path
+
+
+def lambda_levels(kind: str, levels: int, lambda_min: float) -> list[float]:
+    """lam_1 = lambda_min < ... < lam_K = 1 (one level gives [1.0]); t = k / (K - 1) on [0, 1]."""
+    if levels == 1:
+        return [1.0]
+    out = []
+    for k in range(levels):
+        t = k / (levels - 1)
+        if kind == "geometric":
+            lam = lambda_min ** (1.0 - t)                                  # log lam linear in t (our choice)
+        elif kind == "linear":
+            lam = lambda_min + (1.0 - lambda_min) * t                      # lam linear in t (our choice)
+        elif kind == "cosine":
+            lam = lambda_min + (1.0 - lambda_min) * math.sin(0.5 * math.pi * t) ** 2  # cosine in t (our choice)
+        else:
+            raise RecipeError(f"[sample] lambda_grid: {kind!r} is not allowed (allowed: {', '.join(GRIDS)})")
+        out.append(lam)
+    out[-1] = 1.0
+    return out
+
+
+def dilated_log_prob(log_prob: LogProb, x: torch.Tensor, lam: float) -> torch.Tensor:
+    """log mu_lam(x) up to pi's constant, for the law of sqrt(lam) X."""
+    # log mu_lam(x) = log pi(x / sqrt(lam)) - (d/2) log lam: change of variables x = sqrt(lam) X (paper's path)
+    return log_prob(x / math.sqrt(lam)) - 0.5 * x.shape[-1] * math.log(lam)
+
+
+def value_and_score(log_prob: LogProb, x: torch.Tensor, lam: float = 1.0):
+    """log mu_lam(x) and the score grad log mu_lam(x) = lam^{-1/2} (grad log pi)(x / sqrt(lam)), by autograd.
+
+    Returns detached (N,) log-densities (non-finite values become -inf) and (N, d) scores.
+    """
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        lp = dilated_log_prob(log_prob, xg, lam)
+        (g,) = torch.autograd.grad(lp.sum(), xg)
+    lp = lp.detach()
+    return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp), g
+
+
+def uniforms(noise: NoiseSource, stream: int, device) -> torch.Tensor:
+    """(B,) uniforms in (0, 1), one per particle, from its own seed (24 bits of the counter hash)."""
+    bits = noise.uniform_bits(stream, 1)[:, 0] >> 8
+    return ((bits.to(torch.float64) + 0.5) / 16777216.0).to(device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One Langevin step, shared by every sampler
+
+
+class Chain:
+    """Particles and what is known about them: log mu_lam and score at `lam` (None when stale), step scales."""
+
+    def __init__(self, x: torch.Tensor, step_size: float):
+        self.x = x
+        self.lp: Optional[torch.Tensor] = None
+        self.g: Optional[torch.Tensor] = None
+        self.lam: Optional[float] = None
+        self.h = torch.full((x.shape[0], 1), float(step_size), dtype=x.dtype, device=x.device)
+        self.evals = 0          # target-gradient evaluations per particle
+        self.accepted = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        self.proposals = 0
+
+    def refresh(self, log_prob: LogProb, lam: float):
+        if self.lam != lam:
+            self.lp, self.g = value_and_score(log_prob, self.x, lam)
+            self.lam = lam
+            self.evals += 1
+
+
+def langevin_step(log_prob: LogProb, chain: Chain, lam: float, scale: float, noise: NoiseSource, stream: int,
+                  mala: bool, target_accept: Optional[float] = None) -> None:
+    """One Langevin step on mu_lam with step s = h * scale per particle, Metropolis-adjusted when `mala`.
+
+    ULA: x' = x + s grad log mu_lam(x) + sqrt(2 s) xi. MALA accepts x' with probability
+    min(1, mu(x') q(x | x') / (mu(x) q(x' | x))), q(b | a) = N(b; a + s grad log mu(a), 2 s I) (Roberts & Tweedie
+    1996). With `target_accept`, each particle's h moves towards that acceptance rate (our choice).
+    """
+    chain.refresh(log_prob, lam)
+    x, lp, g = chain.x, chain.lp, chain.g
+    s = chain.h * scale                                                     # (N, 1)
+    z = noise(stream, (x.shape[1],)).to(x.dtype)
+    mean = x + s * g
+    xp = mean + torch.sqrt(2.0 * s) * z  # x' = x + s score + sqrt(2s) xi (ULA, standard)
+    if not mala:
+        chain.x, chain.lam = xp, None
+        return
+    lpp, gp = value_and_score(log_prob, xp, lam)
+    chain.evals += 1
+    back = x - xp - s * gp
+    # log acceptance ratio of MALA: log mu(x') - log mu(x) + log q(x | x') - log q(x' | x) (standard)
+    log_a = lpp - lp - (back * back).sum(1) / (4 * s[:, 0]) + (z * z).sum(1) / 2
+    log_a = torch.nan_to_num(log_a.double(), nan=-math.inf)
+    accept = torch.log(uniforms(noise, stream + 1, x.device)) < log_a
+    a = accept[:, None]
+    chain.x = torch.where(a, xp, x)
+    chain.lp = torch.where(accept, lpp, lp)
+    chain.g = torch.where(a, gp, g)
+    prob = torch.exp(log_a.clamp(max=0.0))
+    chain.accepted += prob
+    chain.proposals += 1
+    if target_accept is not None:  # log h += ADAPT_RATE (alpha - target): Robbins-Monro, per particle (our choice)
+        chain.h = (chain.h * torch.exp(ADAPT_RATE * (prob - target_accept)).to(chain.h.dtype)[:, None]).clamp(
+            1e-8, 1e8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Budgets: how many steps each sampler takes for a number of target-gradient evaluations per particle
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    """total split into `parts` near-equal counts, the larger ones last."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if k >= parts - extra else 0) for k in range(parts)]
+
+
+def plan_dilation(steps: int, levels: int, final_steps: int, mala: bool) -> list[int]:
+    """Langevin steps per level so that the run costs exactly `steps` evaluations per particle.
+
+    ULA costs one evaluation per step. MALA costs one per proposal plus one at each new level (the score of
+    mu_lam changes with lam). Final MALA steps at lam = 1 cost one each, plus one after ULA annealing.
+    """
+    final_cost = final_steps + (1 if final_steps and not mala else 0)
+    budget = steps - final_cost
+    need = 2 * levels if mala else levels
+    if budget < need:
+        raise RecipeError(f"[sample] steps: {steps} evaluations per sample cannot cover {levels} levels"
+                          f"{' with MALA' if mala else ''} and {final_steps} final steps (needs at least "
+                          f"{need + final_cost}); raise steps or lower levels")
+    return _spread(budget - levels if mala else budget, levels)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Samplers: plain functions over a log-density and a per-particle noise source
+
+
+def sample_dilation(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: int = 1000, levels: int = 100,
+                    lambda_min: float = 1e-4, lambda_grid: str = "geometric", step_size: float = 0.05,
+                    mala: bool = False, target_accept: Optional[float] = None, final_steps: int = 0,
+                    x0: Optional[torch.Tensor] = None, device="cpu", progress=None):
+    """Annealed Langevin on the dilation path from lambda_min to 1, then `final_steps` MALA steps at lam = 1.
+
+    Args:
+        log_prob: log pi up to a constant, (N, d) -> (N,).
+        dim: d.  noise: per-particle noise (its length is the number of particles N).
+        steps: target-gradient evaluations per particle, all included.
+        levels, lambda_min, lambda_grid: the lam grid (`lambda_levels`).
+        step_size: h, the step at lam = 1; the step at level lam is h * lam.
+        mala: Metropolis-adjust every annealing step; target_accept: adapt h per particle towards this rate.
+        x0: (N, d) particles at lambda_min to start from [default: sqrt(h lambda_min) xi, a near-Dirac at 0].
+    Returns:
+        x (N, d) on `device`, and a dict of what was used (evals per particle, acceptance, lam grid ends).
+    """
+    per_level = plan_dilation(steps, levels, final_steps, mala)
+    lams = lambda_levels(lambda_grid, levels, lambda_min)
+    if x0 is None:
+        x0 = math.sqrt(step_size * lambda_min) * noise(0, (dim,)).to(device)  # ~ a Dirac at 0, as mu_0 (our choice)
+    chain = Chain(x0.to(device), step_size)
+    stream = 1
+    for lam, n in zip(lams, per_level):
+        for _ in range(n):  # step h * lam at level lam: mu_lam is L/lam-smooth (derived; the rule is our choice)
+            langevin_step(log_prob, chain, lam, lam, noise, stream, mala, target_accept)
+            stream += 2
+            if progress:
+                progress(1)
+    for _ in range(final_steps):
+        langevin_step(log_prob, chain, 1.0, 1.0, noise, stream, True, target_accept)
+        stream += 2
+        if progress:
+            progress(1)
+    return chain.x, _stats(chain, "dilation", levels=levels, lambda_min=lambda_min, lambda_grid=lambda_grid)
+
+
+def sample_langevin(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: int = 1000, step_size: float = 0.05,
+                    lambda_min: float = 1e-4, mala: bool = False, target_accept: Optional[float] = None,
+                    device="cpu", progress=None):
+    """Plain Langevin on pi (lam = 1) from the dilation sampler's start: ULA, or MALA when `mala`.
+
+    ULA takes `steps` steps; MALA takes steps - 1 proposals after one evaluation at the start.
+    """
+    if mala and steps < 2:
+        raise RecipeError("[sample] steps: MALA needs at least 2 evaluations per sample; raise steps")
+    x0 = math.sqrt(step_size * lambda_min) * noise(0, (dim,)).to(device)   # the same start as `sample_dilation`
+    chain = Chain(x0, step_size)
+    for i in range(steps - 1 if mala else steps):
+        langevin_step(log_prob, chain, 1.0, 1.0, noise, 1 + 2 * i, mala, target_accept if mala else None)
+        if progress:
+            progress(1)
+    return chain.x, _stats(chain, "mala" if mala else "ula")
+
+
+def sample_ula(log_prob, dim, noise, **kw):
+    """ULA at lam = 1 (see `sample_langevin`)."""
+    return sample_langevin(log_prob, dim, noise, **{**kw, "mala": False})
+
+
+def sample_mala(log_prob, dim, noise, **kw):
+    """MALA at lam = 1 (see `sample_langevin`)."""
+    return sample_langevin(log_prob, dim, noise, **{**kw, "mala": True})
+
+
+def mc_score(log_prob: LogProb, x: torch.Tensor, lam: float, eps: torch.Tensor) -> torch.Tensor:
+    """Importance-sampling estimate of the score of the Gaussian-convolution path at x, from M draws per particle.
+
+    mu_lam = Law(sqrt(lam) X + sqrt(1 - lam) Z), Z ~ N(0, I). Given x, X has density ∝ pi(u) N(u; x/sqrt(lam),
+    (1 - lam)/lam I); drawing u from that Gaussian and weighting by pi(u) (self-normalized) gives
+    E[X | x] and E[grad log pi(X) | x]. eps: (N, M, d) standard normals.
+    """
+    n, m, d = eps.shape
+    u = x[:, None, :] / math.sqrt(lam) + math.sqrt((1.0 - lam) / lam) * eps
+    lp, g = value_and_score(log_prob, u.reshape(n * m, d), 1.0)
+    w = torch.softmax(lp.view(n, m), dim=1)[..., None].to(x.dtype)          # self-normalized weights ∝ pi(u)
+    w = torch.nan_to_num(w, nan=1.0 / m)                                     # every draw at pi = 0: equal weights
+    g = torch.nan_to_num(g.view(n, m, d))
+    # grad log mu_lam(x) = lam^{-1/2} E[grad log pi(X) | x]  (target score identity, derived §3.2)
+    s_grad = (w * g).sum(1) / math.sqrt(lam)
+    if lam >= 1.0:
+        return s_grad
+    # grad log mu_lam(x) = (sqrt(lam) E[X | x] - x) / (1 - lam)  (Tweedie's formula for the Gaussian kernel)
+    s_tweedie = (math.sqrt(lam) * (w * u).sum(1) - x) / (1.0 - lam)
+    # blend lam * identity + (1 - lam) * Tweedie: both estimate the same score; each is tame at one end (our choice)
+    return lam * s_grad + (1.0 - lam) * s_tweedie
+
+
+def sample_convolution_mc(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: int = 1000, levels: int = 100,
+                          lambda_min: float = 1e-4, lambda_grid: str = "geometric", step_size: float = 0.05,
+                          mc_samples: int = 16, device="cpu", progress=None):
+    """Annealed ULA on the Gaussian-convolution path with Monte-Carlo scores (`mc_score`), the same budget.
+
+    Every step costs `mc_samples` evaluations, so it takes steps // mc_samples steps over min(levels, that) levels.
+    It starts from its base N(0, I) (the path's lam -> 0 end: the same normals as the other samplers, unscaled).
+    The step at level lam is h lam + CONV_START_STEP (1 - lam) (our choice: N(0, I)-sized at the start, h at pi).
+    """
+    iters = steps // mc_samples
+    if iters < 1:
+        raise RecipeError(f"[sample] steps: {steps} evaluations per sample do not pay for one step of "
+                          f"{mc_samples} importance samples; raise steps or lower mc_samples")
+    k = min(levels, iters)
+    lams = lambda_levels(lambda_grid, k, lambda_min)
+    x = noise(0, (dim,)).to(device)
+    evals, stream = 0, 1
+    for lam, n in zip(lams, _spread(iters, k)):
+        s = step_size * lam + CONV_START_STEP * (1.0 - lam)                # step on the convolution path (our choice)
+        for _ in range(n):
+            eps = noise(stream, (mc_samples, dim)).to(device, x.dtype)
+            score = mc_score(log_prob, x, lam, eps)
+            z = noise(stream + 1, (dim,)).to(device, x.dtype)
+            x = x + s * score + math.sqrt(2.0 * s) * z
+            evals += mc_samples
+            stream += 2
+            if progress:
+                progress(1)
+    return x, {"sampler": "convolution-mc", "evals": evals, "levels": k, "mc_samples": mc_samples,
+               "lambda_min": lambda_min, "lambda_grid": lambda_grid}
+
+
+def _stats(chain: Chain, name: str, **extra) -> dict:
+    out = {"sampler": name, "evals": chain.evals, **extra}
+    if chain.proposals:
+        out["acceptance"] = float(chain.accepted.sum()) / (chain.proposals * chain.x.shape[0])
+        out["accepted_sum"] = float(chain.accepted.sum())
+        out["proposals"] = chain.proposals * chain.x.shape[0]
+        out["step_size_median"] = float(chain.h.median())
+    return out
+
+
+FUNCTIONS = {"dilation": sample_dilation, "ula": sample_ula, "mala": sample_mala,
+             "convolution-mc": sample_convolution_mc}
+
+
+def iterations(sampler: str, steps: int, levels: int = 100, final_steps: int = 0, mala: bool = False,
+               mc_samples: int = 16, **_) -> int:
+    """How many Langevin steps a sampler takes for a budget (for progress bars)."""
+    if sampler == "dilation":
+        return sum(plan_dilation(steps, levels, final_steps, mala)) + final_steps
+    if sampler == "convolution-mc":
+        return steps // mc_samples
+    return steps - 1 if sampler == "mala" else steps
+
+
+# ---------------------------------------------------------------------------------------------------
+# Many particles: batches of seeds
+
+
+def generate(log_prob: LogProb, dim: int, seeds, sampler: str = "dilation", *, batch_size: int = 100_000,
+             device="cpu", progress=None, **settings):
+    """Particles for `seeds` (particle k from seed k alone), in batches that do not change them.
+
+    settings: the sampler's keyword arguments (steps, levels, lambda_min, lambda_grid, step_size, mala,
+    target_accept, final_steps, mc_samples); those a sampler does not take are ignored.
+    Returns x (N, d) float32 on the CPU and a dict of what was used (evals per particle, acceptance, ...).
+    """
+    if sampler not in FUNCTIONS:
+        raise RecipeError(f"[sample] sampler: {sampler!r} is not allowed (allowed: {', '.join(SAMPLERS)})")
+    fn = FUNCTIONS[sampler]
+    target = sample_langevin if sampler in ("ula", "mala") else fn
+    accepted = ["steps", "levels", "lambda_min", "lambda_grid", "step_size", "mala", "target_accept",
+                "final_steps", "mc_samples"]
+    kwargs = {k: v for k, v in settings.items() if k in inspect.signature(target).parameters and k in accepted}
+    seeds = list(seeds)
+    xs, used = [], None
+    acc, props = 0.0, 0
+    for i in range(0, len(seeds), batch_size):
+        noise = NoiseSource(seeds[i:i + batch_size], device)
+        x, info = fn(log_prob, dim, noise, device=device, progress=progress, **kwargs)
+        xs.append(x.detach().float().cpu())
+        acc += info.pop("accepted_sum", 0.0)
+        props += info.pop("proposals", 0)
+        info.pop("acceptance", None)
+        info.pop("step_size_median", None)
+        used = info
+    if props:
+        used["acceptance"] = acc / props
+    return torch.cat(xs), used

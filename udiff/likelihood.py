@@ -1,0 +1,594 @@
+"""Likelihood: VDM's variational bound and the probability-flow ODE log-likelihood, for every process and basis.
+
+Everything is computed in the component space of the model's basis, chi = S^-1 U (x - mu), on the process
+state z (B, k, *event), and reported for the data x: densities pick up log|det dchi/dx| = -sum_i log S_i
+(U is orthonormal), so a float model's NLL is in data space whatever the basis. Units: bits/dim for 8-bit
+images (a bound on the probability of the discrete data), nats/dim for float data (D = the data's dimension,
+never k·D).
+
+The variational bound (`method = "vlb"`), per item (VDM eq. 11; algorithms.md §1.3, §4.4):
+
+    -log p(x) <= L_prior + L_recon + L_diffusion
+
+    L_prior      KL(q(z_1 | x) || N(0, Sigma_inf)), closed form per component from `process.marginal`.
+    L_recon      E_q(z_0|x) [-log p(x | z_0)] at t_0 = the schedule's t_min. With (w, y) = `gaussian_obs`,
+                 z_0 is an observation of x0 with precision w and sufficient statistic y ~ N(w x0, w), so the
+                 decoder is built on x_hat = y / w: for float data the Gaussian N(x0; x_hat, 1/w) (its
+                 expectation is closed form: 1/2 log(2 pi e / w) per component, plus sum log S); for 8-bit
+                 images VDM's 256-way categorical over the bin centres v_k with logits -(v_k - x_hat)^2 / 2v
+                 in data space (v = the decoded estimate's variance per pixel: S^2 / w for the pixel basis,
+                 sum_j U_jp^2 S_j^2 / w_j in general), estimated with one z_0 per repeat. For VP this is
+                 VDM's decoder exactly (w = SNR(0), x_hat = z_0 / alpha_0).
+    L_diffusion  continuous time: 1/2 int E || G^T (s_theta - grad log q(z_t | x)) ||^2 dt, the Girsanov term
+                 between the model's reverse SDE and the one of the process conditioned on x (Song et al.
+                 2021, "Maximum likelihood training of score-based diffusion models", Thm. 1 in KL form). With
+                 d = eps_hat - eps the score error is score_from_eps(d) (linear) and g g^T times it is
+                 -reverse_drift(0, d) (the drift is linear, f(0) = 0), so per component and slot this is VDM's
+                 1/2 gamma_i' (eps_i - eps_hat_i)^2 for VP (eq. 17, component-wise as in GUD) and the
+                 likelihood weighting of PSLD/CLD for phase-space processes. Estimated at low-discrepancy
+                 times t = t_min + (1 - t_min) u.
+                 Discrete T: sum over the T steps s = t - 1/T of KL(q(z_s | z_t, x) || q(z_s | z_t, x_hat)).
+                 For any linear Gaussian process both posteriors share their covariance and their means differ
+                 by Sigma_post Sigma_s^-1 h_s (x - x_hat), whose squared Sigma_post^-1 norm is (w_s - w_t)(x -
+                 x_hat)^2 (Woodbury, with Phi h_s = h_t): L_T = T/2 E_i[(w_s - w_t)(x - x_hat)^2], VDM's
+                 eq. 13 (T/2)(SNR_s - SNR_t)||x - x_hat||^2 = (T/2) expm1(gamma_t - gamma_s)||eps - eps_hat||^2,
+                 with w the precision of x0 in z (= SNR for VP) and x_hat = process.x0_from_eps.
+
+Phase-space processes (k = 2: x and a momentum m). The model is a density on (x, m) at t_min; its marginal of
+x is bounded by averaging over any law r(m0) (Jensen):
+
+    -log p(x0) <= E_{m0 ~ r} [-log p(x0, m0)] - H(r),       r = N(0, kappa M) (the process's `init_cov`).
+
+For a fixed (x0, m0) the bound above holds with the conditional score grad log q(z_t | x0, m0) (covariance
+Sigma_D). The network was trained on hybrid score matching (HSM): its eps-target is that of q_H(z_t | x0) =
+E_m0 q(z_t | x0, m0) (covariance Sigma_H = Sigma_D + kappa M a a^T, a = the mean map's momentum column).
+Averaging over m0 given z_t, E[grad log q(z_t | x0, m0) | z_t] = grad log q_H(z_t | x0) (Fisher's identity),
+so the cross term vanishes and
+
+    E || G^T (s_theta - s_D) ||^2 = E || G^T (s_theta - s_H) ||^2 + tr(G G^T (Sigma_D^-1 - Sigma_H^-1)):
+
+the extra term is closed form (both scores are affine in z_t; E||G^T s_D||^2 = tr(GG^T Sigma_D^-1) and
+E||G^T s_H||^2 = tr(GG^T Sigma_H^-1)). It does not depend on theta, and it cancels: integrated from t_min to
+1 and added to the averaged prior term E_m0 KL(q(z_1|x0,m0) || pi) = KL(q_H(z_1|x0) || pi) +
+E_m0 KL(q(z_1|x0,m0) || q_H(z_1|x0)), it gives the information the path carries about m0,
+I(m0; z_[t_min,1] | x0) = I(m0; z_t_min | x0) = 1/2 log(det Sigma_H / det Sigma_D) at t_min (the path is
+Markov, so by the chain rule of KL along it). With the decoder p(x0, m0 | z_t_min) proportional to
+q(z_t_min | x0, m0) r(m0), its reconstruction term minus H(r) is the x-only decoder's term minus that same
+mutual information (Gaussian algebra: the joint posterior's log-determinant splits into x's and m's given x).
+So the augmented bound equals, term for term,
+
+    KL(q_H(z_1 | x0) || pi) + 1/2 int || G^T (s_theta - s_H) ||^2 dt + E_q_H(z_t_min|x0) [-log p(x0 | z_t_min)],
+
+the generic bound above with q = q_H, which is what is computed (no m0 is sampled; `perturb` draws from q_H
+and `gaussian_obs` reads x0 from both slots). The output says that it bounds -log p(x) with the momentum
+integrated out. A decoder of m0 that ignored r would only add a gap.
+
+The probability-flow ODE (`method = "ode"`): dz/dt = f - 1/2 g g^T s_theta (`reverse_drift(pf_ode=True)`),
+integrated from t_min to 1 with adaptive Dormand-Prince (`ode.dopri5`) together with d log p = -div dt, the
+divergence estimated by Hutchinson's v^T (dF/dz) v with a Rademacher v fixed per solve (one vector-Jacobian
+product per evaluation): log p_t_min(z) = log pi(z_1) + int div dt. 8-bit data are dequantized uniformly
+within their bin (x + u, u ~ U(-1/256, 1/256)): -log2 P(x) <= E_u[-log2 p(x + u)] + D log2(128) (the "+7
+bits/dim" of data in [-1, 1]). Phase-space processes start from (x0, m0), m0 ~ N(0, kappa M), and subtract
+H(m0), as CLD's code does. NFE = evaluations of the network per solve.
+
+Estimators: every item gets K repeats; its randomness (times, noise, dequantization, momentum, probes) is a
+pure function of (seed, item index, repeat), so results do not depend on the batch size and a data set can be
+split across processes. Repeat r of an item uses t = (u + r/K) mod 1 for one uniform u per item
+(low-discrepancy times, independent across items), so the per-item means are independent and `stderr` =
+their standard deviation / sqrt(n) is the standard error of the mean (it counts the spread of the data and
+of the estimator together). Two control variates with exact means cut the estimator's noise without bias:
+the VLB subtracts the same term for a Gaussian reference denoiser (independent components with the data's
+mean and variance) and adds its closed-form mean; the ODE's Hutchinson estimate covers only what the
+reference drift's exactly known trace does not.
+
+Pure torch: no click, no file system, no printing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import to_unit
+from .errors import UdiffError
+from .ode import dopri5
+from .rng import NoiseSource, step_seed
+
+BINS = 256
+LN2 = math.log(2.0)
+METHODS = ("vlb", "ode")
+
+# purposes of the per-item random streams
+_TIME, _EPS, _RECON, _DEQUANT, _MOMENTUM, _PROBE = range(6)
+
+
+# ------------------------------------------------------------------------------------------------
+# The terms of the bound, per item and component (each equation once)
+
+
+def prior_kl(process, x0: torch.Tensor, lvl) -> torch.Tensor:
+    """KL(q(z_1 | x0) || N(0, Sigma_inf)) per component, (B, *event) nats, float64 (VDM eq. 11's L_prior;
+    for VP: 1/2 (sigma^2 + alpha^2 x^2 - 1 - log sigma^2))."""
+    mean, cov = process.marginal(x0.double(), lvl)
+    m = mean.double().movedim(1, -1)  # (B, *e, k)
+    sinf = process.stationary_cov().to(m)
+    k = sinf.shape[-1]
+    cov = cov.to(m)
+    if k == 1:
+        ratio = cov[..., 0, 0] / sinf[0, 0]
+        kl = 0.5 * (ratio + m[..., 0].square() / sinf[0, 0] - 1.0 - torch.log(ratio))
+    else:  # 1/2 [tr(S^-1 C) + m^T S^-1 m - k + log det S - log det C]
+        sinv = torch.linalg.inv(sinf)
+        kl = 0.5 * ((sinv * cov).sum((-2, -1)) + ((m @ sinv) * m).sum(-1) - k
+                    + torch.logdet(sinf) - torch.logdet(cov))
+    return kl.expand(m.shape[:-1])
+
+
+def decoder_precision(process, lvl, like: torch.Tensor) -> torch.Tensor:
+    """w = h^T Sigma_t^-1 h per component: the precision with which z_t observes x0 (SNR for VP).
+    like: any (B, *event) tensor giving the event shape and device."""
+    zero = torch.zeros((1, process.k) + tuple(like.shape[1:]), dtype=torch.float64, device=like.device)
+    return process.gaussian_obs(zero, lvl)[0].double()
+
+
+def gaussian_recon(process, lvl, like: torch.Tensor) -> torch.Tensor:
+    """E[-log N(x0; y/w, 1/w)] = 1/2 log(2 pi e / w) per component (float data's decoder at t_min)."""
+    return 0.5 * (math.log(2.0 * math.pi) + 1.0 - torch.log(decoder_precision(process, lvl, like)))
+
+
+def discretized_nll(x: torch.Tensor, mean: torch.Tensor, prec: torch.Tensor, bins: int = BINS) -> torch.Tensor:
+    """-log p(x | z_0) per element for VDM's discretized decoder: a categorical over the bin centres
+    v_k = (2k + 1)/bins - 1 with logits -prec/2 (mean - v_k)^2 (VDM §1.3), x a bin centre.
+
+    Only bins within a window around `mean` are summed: the others are more than 50 nats below the best one.
+    """
+    width = 2.0 / bins
+    reach = math.sqrt(100.0 / float(prec.detach().min().clamp_min(1e-30)))  # logit gap of 50 nats
+    half = int(min(bins, math.ceil(reach / width) + 2))
+    centre = torch.floor((mean.detach() + 1.0) / width).clamp(0, bins - 1)
+    offsets = torch.arange(-half, half + 1, device=mean.device, dtype=mean.dtype)
+    k = centre.unsqueeze(-1) + offsets
+    valid = (k >= 0) & (k < bins)
+    v = (2.0 * k + 1.0) / bins - 1.0
+    logits = -0.5 * prec.unsqueeze(-1) * (mean.unsqueeze(-1) - v).square()
+    logits = torch.where(valid, logits, torch.full_like(logits, -math.inf))
+    own = -0.5 * prec * (mean - x).square()
+    return torch.logsumexp(logits, -1) - own
+
+
+def _basis_squares(basis, device) -> torch.Tensor:
+    """M[j, p] = (U^T e_j)_p^2, (d, d) float64: how a component's variance spreads over the pixels."""
+    cache = getattr(basis, "_udiff_squares", None)
+    if cache is not None and cache.device == torch.device(device):
+        return cache
+    shape = tuple(basis.event_shape)
+    d = math.prod(shape)
+    eye = torch.eye(d, dtype=torch.float64, device=device).reshape((d,) + shape)
+    m = basis.to_net(eye).reshape(d, d).square()
+    object.__setattr__(basis, "_udiff_squares", m)
+    return m
+
+
+def data_variance(basis, var: torch.Tensor) -> torch.Tensor:
+    """Per-pixel variance of decode(chi_hat) when chi_hat has independent errors of variance `var` (B, *e)."""
+    v = var * basis.scale.to(var).square()
+    if basis.kind == "pixel":
+        return v
+    flat = v.reshape(v.shape[0], -1) @ _basis_squares(basis, v.device)
+    return flat.reshape(v.shape)
+
+
+def discrete_recon(model, x: torch.Tensor, z0: torch.Tensor, lvl0) -> torch.Tensor:
+    """-log p(x | z_0) summed over the data (B,), nats: the 256-way decoder on x_hat = decode(y / w)."""
+    w, y = model.process.gaussian_obs(z0.double(), lvl0)
+    w = w.double().expand_as(y)
+    mean = model.decode((y.double() / w).unsqueeze(1))
+    var = data_variance(model.basis, 1.0 / w)
+    return discretized_nll(x.double(), mean.double(), 1.0 / var).flatten(1).sum(1)
+
+
+def _score_quadratic(process, d: torch.Tensor, lvl) -> torch.Tensor:
+    """1/2 s(d)^T g g^T s(d) per component (B, *event), s = score_from_eps (linear), d in the predicted slots."""
+    d = d.double()
+    ds = process.score_from_eps(d, lvl).double()
+    gds = -process.reverse_drift(torch.zeros_like(ds), d, lvl).double()  # g g^T ds: f is linear, f(0) = 0
+    return 0.5 * (ds * gds).sum(1)
+
+
+def diffusion_continuous(process, eps_hat: torch.Tensor, eps: torch.Tensor, lvl) -> torch.Tensor:
+    """1/2 (s_theta - s)^T g g^T (s_theta - s) summed over slots and components (B,): the integrand of the
+    continuous-time bound (VDM eq. 17 = 1/2 gamma' ||eps - eps_hat||^2 for VP). eps: the predicted slots."""
+    return _score_quadratic(process, eps_hat.double() - eps.double(), lvl).flatten(1).sum(1)
+
+
+def reference_x0(process, z: torch.Tensor, lvl, ref) -> torch.Tensor:
+    """E[x0 | z_t] for data with independent N(m_i, c_i) components, ref = (m, c):
+    m + c (y - w m) / (1 + c w), (B, 1, *event)."""
+    m, c = ref
+    w, y = process.gaussian_obs(z.double(), lvl)
+    w = w.double()
+    return (m + c * (y.double() - w * m) / (1.0 + c * w)).unsqueeze(1)
+
+
+def reference_mean(w: torch.Tensor, x0: torch.Tensor, ref) -> torch.Tensor:
+    """E_eps[(x0 - reference_x0)^2] per component: with y = w x0 + n, n ~ N(0, w), the error is
+    (x0 - m - c n)/(1 + c w), so its mean square is ((x0 - m)^2 + c^2 w) / (1 + c w)^2."""
+    m, c = ref
+    return ((x0.double()[:, 0] - m).square() + c * c * w) / (1.0 + c * w).square()
+
+
+def reference_moments(model, data: torch.Tensor, image8: bool, batch: int = 4096):
+    """(mean, variance) per component (event shape, float64) of a data set in the model's components: the
+    reference denoiser of the control variate (any values keep the estimate unbiased; these make it good)."""
+    total, square, n = 0.0, 0.0, data.shape[0]
+    dev = model.basis.scale.device
+    for start in range(0, n, batch):
+        x = data[start:start + batch].to(dev)
+        x0 = model.encode((to_unit(x) if image8 else x.float()).double())[:, 0]
+        total = total + x0.sum(0)
+        square = square + x0.square().sum(0)
+    mean = total / n
+    var = (square / n - mean.square()).clamp_min(0.0)
+    return mean, var.clamp_min(1e-6 * float(var.mean()) + 1e-30)
+
+
+def diffusion_step(w_s: torch.Tensor, w_t: torch.Tensor, x0: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
+    """KL(q(z_s | z_t, x0) || q(z_s | z_t, x0_hat)) = 1/2 (w_s - w_t)(x0 - x0_hat)^2 summed (B,) (VDM eq. 13
+    with SNR -> w, the precision of x0 in z, for any linear Gaussian process)."""
+    return 0.5 * ((w_s - w_t) * (x0.double() - x0_hat.double())[:, 0].square()).flatten(1).sum(1)
+
+
+def log_scale(basis) -> torch.Tensor:
+    """sum_i log S_i = -log|det dchi/dx|: what a component-space NLL gains in data space (scalar, float64)."""
+    return torch.log(basis.scale.double()).sum()
+
+
+def momentum_law(process):
+    """The initial law r of the state given x0 (N(0, init_cov): PSLD/CLD's momentum; nothing for VP):
+    (L with L L^T = init_cov, the mask of the slots of xi that L uses, their variances), so that
+    m0 = L xi and log r(m0) = sum over the mask of -xi^2/2 - log(2 pi var)/2 per component."""
+    evals, evecs = torch.linalg.eigh(process.init_cov().double())
+    evals = evals.clamp_min(0.0)
+    mask = evals > 1e-300
+    return evecs * evals.sqrt(), mask, evals
+
+
+# ------------------------------------------------------------------------------------------------
+# The bound as a function of its random numbers (shared by training and evaluation)
+
+
+def _level_at(model, value: float, rows: int, device, params):
+    t = torch.full((rows if params else 1,), float(value), dtype=torch.float64, device=device)
+    return model.level(t, **(params or {}))
+
+
+def _mean_gamma(lvl) -> torch.Tensor:
+    return lvl.gamma.flatten(1).mean(1)
+
+
+def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, *, image8: bool,
+              steps: int = 0, eps0: torch.Tensor | None = None, params: dict | None = None,
+              sampling: str = "gamma", control: bool = True, ref=None):
+    """(prior, recon, diffusion), each (R,) nats summed over the data, for R rows.
+
+    x: data (R, *event) (bin centres for 8-bit images); x0 = model.encode(x) (R, 1, *event); u (R,) uniforms
+    in [0, 1) that place the time; eps (R, k, *event) standard normal noise of z_t; eps0 the same for z_t_min
+    (8-bit images only); steps = 0 for continuous time, else T. Differentiable in the network and schedule.
+
+    sampling "uniform": t = t_min + (1 - t_min) u (VDM's estimator; the trainer's times). "gamma": the mean
+    gamma is uniform, t = gamma^-1(gamma_0 + u (gamma_1 - gamma_0)), and the integrand is weighted by
+    (gamma_1 - gamma_0) / mean gamma'(t) (importance sampling; the same estimator for a linear gamma, far
+    lower variance where gamma is not, e.g. VP-SDE's, whose gamma' ~ 1/t near 0). For discrete T it picks
+    step i with probability (mean gamma_t - mean gamma_s) / (gamma_1 - gamma_0).
+
+    control: subtract the same term for a reference denoiser whose mean over eps is closed form (data with
+    independent N(m_i, c_i) components, ref = (m, c), by default m = 0 and the basis's fitted variances:
+    `reference_x0`) and add that mean back.
+    Unbiased whatever the model; it removes most of the noise of ||eps - eps_hat||^2 where the noise is small
+    (there both denoisers are nearly the identity on x0), which is most of the gamma range.
+    """
+    proc, sched = model.process, model.schedule
+    rows, dev = x0.shape[0], x0.device
+    t_min = float(sched.t_min)
+    event = tuple(x0.shape[2:])
+    kw = params or {}
+    lvl1 = _level_at(model, 1.0, rows, dev, params)
+    prior = prior_kl(proc, x0, lvl1).flatten(1).sum(1)
+    lvl0 = _level_at(model, t_min, rows, dev, params)
+    if image8:
+        z0 = proc.perturb(x0.double(), eps0.double(), lvl0)
+        recon = discrete_recon(model, x, z0, lvl0)
+    else:
+        per = gaussian_recon(proc, lvl0, x0[:, 0])
+        recon = per.expand((per.shape[0],) + event).flatten(1).sum(1) + log_scale(model.basis).to(dev)
+        recon = recon.expand(rows)
+    k, p = proc.k, proc.predicted
+    target = eps[:, k - p:]
+    u = u.double()
+    if control and ref is None:
+        ref = (torch.zeros(event, dtype=torch.float64, device=dev),
+               (model.basis.floored_variances() / model.basis.scale.double().square()).to(dev))
+    if sampling == "gamma":
+        g_lo, g_hi = _mean_gamma(lvl0).detach(), _mean_gamma(lvl1).detach()
+        tc = sched.t_of_gamma(g_lo + u * (g_hi - g_lo)).to(dev).clamp(t_min, 1.0)
+    else:
+        tc = t_min + (1.0 - t_min) * u
+    if not steps:
+        lvl = model.level(tc, **kw)
+        z = proc.perturb(x0, eps, lvl)
+        diff = diffusion_continuous(proc, model.eps(z, lvl), target, lvl)
+        if control:  # minus the reference denoiser's integrand, plus its mean over eps
+            eps_ref = proc.eps_from_x0(z.double(), reference_x0(proc, z, lvl, ref), lvl)[:, k - p:]
+            unit = torch.zeros((1, k) + event, dtype=torch.float64, device=dev)
+            h_eps = proc.eps_from_x0(unit, -torch.ones_like(unit[:, :1]), lvl)[:, k - p:]  # L^-1 h
+            mean = _score_quadratic(proc, h_eps, lvl) * reference_mean(decoder_precision(proc, lvl, x0[:, 0]),
+                                                                       x0, ref)
+            diff = diff - diffusion_continuous(proc, eps_ref, target, lvl) + mean.flatten(1).sum(1)
+        if sampling == "gamma":
+            diff = diff * (g_hi - g_lo) / lvl.dgamma.flatten(1).mean(1).detach()
+        else:
+            diff = diff * (1.0 - t_min)
+    else:
+        i = torch.ceil((tc - t_min) / (1.0 - t_min) * steps).clamp(1, steps)
+        if sampling != "gamma":
+            i = torch.floor(u * steps).clamp(max=steps - 1) + 1.0
+        t = t_min + (1.0 - t_min) * i / steps
+        s = t_min + (1.0 - t_min) * (i - 1.0) / steps
+        lvl_t, lvl_s = model.level(t, **kw), model.level(s, **kw)
+        z = proc.perturb(x0, eps, lvl_t)
+        x0_hat = proc.x0_from_eps(z.double(), model.eps(z, lvl_t).double(), lvl_t)
+        w_t, w_s = decoder_precision(proc, lvl_t, x0[:, 0]), decoder_precision(proc, lvl_s, x0[:, 0])
+        diff = diffusion_step(w_s, w_t, x0, x0_hat)
+        if control:  # minus the reference denoiser's term, plus its mean over eps
+            diff = (diff - diffusion_step(w_s, w_t, x0, reference_x0(proc, z, lvl_t, ref))
+                    + (0.5 * (w_s - w_t) * reference_mean(w_t, x0, ref)).flatten(1).sum(1))
+        if sampling == "gamma":  # divided by the probability of step i
+            diff = diff * (g_hi - g_lo) / (_mean_gamma(lvl_t) - _mean_gamma(lvl_s)).detach()
+        else:
+            diff = diff * steps
+    return prior, recon, diff
+
+
+def vlb_loss(model, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, image8: bool,
+             params: dict | None = None) -> torch.Tensor:
+    """[train] weighting = "vlb": the whole continuous-time bound per item, nats per data dimension (B,).
+
+    t: times in [t_min, 1] (stratified by the trainer); the decoder's noise is drawn with torch's generator.
+    Learned schedules get their gradient from it: the endpoints through the prior and reconstruction terms
+    and gamma', the shape through the diffusion term (or its square, see schedule.VDMLearned).
+    """
+    t_min = float(model.schedule.t_min)
+    u = (t.double() - t_min) / (1.0 - t_min)
+    eps0 = torch.randn_like(eps) if image8 else None
+    prior, recon, diff = vlb_terms(model, x, x0, u, eps, image8=image8, eps0=eps0, params=params,
+                                   sampling="uniform", control=False)
+    d = math.prod(model.event_shape)
+    hook = getattr(model.schedule, "observe_diffusion_loss", None)
+    if hook is not None:
+        hook(diff / d)
+    return ((prior + recon + diff) / d).float()
+
+
+# ------------------------------------------------------------------------------------------------
+# Estimators over a data set
+
+
+@dataclass
+class NLLEstimate:
+    """An estimate of the mean negative log-likelihood (or its bound) of a data set."""
+
+    method: str
+    value: float                      # in `units`
+    stderr: float | None              # standard error of the mean over the items (data and estimator)
+    terms: dict                       # name → mean, in `units`; they add up to `value`
+    units: str                        # "bits/dim" or "nats/dim"
+    bounds: str                       # what the number bounds or estimates
+    n: int
+    repeats: int
+    steps: int | None = None          # T of the discrete-time bound (None: continuous time)
+    nfe: float | None = None          # ODE: mean network evaluations per solve
+    dequantization: str | None = None
+    per_item: torch.Tensor = field(default=None, repr=False)  # (n,) in `units`
+
+    def as_dict(self) -> dict:
+        key = "bpd" if self.units == "bits/dim" else "nll"
+        out = {key: self.value, "stderr": self.stderr, "terms": self.terms,
+               "units": self.units, "bounds": self.bounds, "method": self.method, "n": self.n,
+               "repeats": self.repeats}
+        if self.method == "vlb":
+            out["steps"] = self.steps
+            out["time"] = "continuous" if self.steps is None else "discrete"
+        else:
+            out["nfe"] = self.nfe
+            out["dequantization"] = self.dequantization
+        return out
+
+
+def _stream(seed: int, repeat: int, purpose: int) -> int:
+    return step_seed(seed, repeat, salt=purpose) & 0xFFFFFFFF
+
+
+def _uniform(ns: NoiseSource, stream: int, shape) -> torch.Tensor:
+    """Uniforms in (0, 1), float64, (B, *shape), a pure function of (seed of the item, stream)."""
+    n = math.prod(shape)
+    bits = ns.uniform_bits(stream, n)
+    return (((bits >> 8).double() + 0.5) / 16777216.0).reshape((len(ns),) + tuple(shape))
+
+
+def _normals(ns: NoiseSource, seed: int, purpose: int, repeats: int, shape) -> torch.Tensor:
+    """(B·K, *shape) float64 standard normals, rows ordered item-major (item b, repeat r at b·K + r)."""
+    draws = [ns(_stream(seed, r, purpose), shape).double() for r in range(repeats)]
+    return torch.stack(draws, 1).reshape((len(ns) * repeats,) + tuple(shape))
+
+
+def vlb_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, steps: int = 0, repeats: int = 1,
+              seed: int = 0, ref=None) -> dict[str, torch.Tensor]:
+    """The bound's terms for a batch of items x (n, *event) with global indices `index`: each (n, K) nats."""
+    n, K = x.shape[0], repeats
+    ns = NoiseSource(index, device=x.device)
+    shape = (model.process.k,) + tuple(model.event_shape)
+    u0 = _uniform(ns, _stream(seed, 0, _TIME), (1,))[:, 0]
+    u = torch.remainder(u0[:, None] + torch.arange(K, dtype=torch.float64, device=x.device) / K, 1.0).reshape(-1)
+    eps = _normals(ns, seed, _EPS, K, shape)
+    eps0 = _normals(ns, seed, _RECON, K, shape) if image8 else None
+    xr = x.repeat_interleave(K, 0).double()
+    x0 = model.encode(xr)
+    prior, recon, diff = vlb_terms(model, xr, x0, u, eps, image8=image8, steps=steps, eps0=eps0, ref=ref)
+    return {"prior": prior.reshape(n, K), "recon": recon.reshape(n, K), "diffusion": diff.reshape(n, K)}
+
+
+def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repeats: int = 1, seed: int = 0,
+              rtol: float = 1e-5, atol: float = 1e-5) -> tuple[dict[str, torch.Tensor], int]:
+    """PF-ODE negative log-likelihood terms for a batch of items: ({term: (n, K) nats}, NFE of the solve)."""
+    proc = model.process
+    n, K = x.shape[0], repeats
+    rows = n * K
+    event = tuple(model.event_shape)
+    d = math.prod(event)
+    shape = (proc.k,) + event
+    dev = x.device
+    ns = NoiseSource(index, device=dev)
+    xr = x.repeat_interleave(K, 0).double()
+    if image8:  # uniform dequantization within each bin of width 2/256
+        u = torch.stack([_uniform(ns, _stream(seed, r, _DEQUANT), event) for r in range(K)], 1)
+        xr = xr + (u.reshape((rows,) + event) - 0.5) * (2.0 / BINS)
+    chi = model.encode(xr)  # (R, 1, *e)
+    factor, mask, var = momentum_law(proc)
+    xi = _normals(ns, seed, _MOMENTUM, K, shape)
+    first = torch.zeros(proc.k, dtype=torch.float64, device=dev)
+    first[0] = 1.0
+    z0 = first.reshape((1, proc.k) + (1,) * len(event)) * chi
+    z0 = z0 + torch.einsum("ij,bj...->bi...", factor.to(dev), xi)
+    probe = torch.where(_normals(ns, seed, _PROBE, K, shape) >= 0, 1.0, -1.0).to(torch.float64)
+
+    slots = torch.eye(proc.k, dtype=torch.float64, device=dev).reshape((proc.k, proc.k) + (1,) * len(event))
+    p = proc.predicted
+
+    data_var = (model.basis.variances.double() / model.basis.scale.double().square()).to(dev)  # per component
+
+    def reference(z, lvl):
+        """A linear drift with an exactly known trace: the PF-ODE's for data with independent N(0, c_i)
+        components (c_i the basis's fitted variances), whose denoiser is x0 = c y / (1 + c w)."""
+        w, y = proc.gaussian_obs(z, lvl)
+        x0 = (data_var * y / (1.0 + data_var * w)).unsqueeze(1)
+        return proc.reverse_drift(z, proc.eps_from_x0(z, x0, lvl)[:, proc.k - p:], lvl, pf_ode=True)
+
+    def velocity(t: float, y: torch.Tensor) -> torch.Tensor:
+        lvl = model.level(torch.tensor([t], dtype=torch.float64, device=dev))
+        with torch.enable_grad():
+            z = y[:, :-1].reshape((rows,) + shape).detach().requires_grad_(True)
+            drift = proc.reverse_drift(z, model.eps(z, lvl).to(z.dtype), lvl, pf_ode=True)
+            (vjp,) = torch.autograd.grad(drift, z, probe)
+        # Hutchinson's v^T J v on what the linear reference does not capture, plus the reference's exact trace
+        # (a control variate with known mean: it removes the probe noise of the k×k blocks, e.g. PSLD's
+        # strongly coupled position and momentum near t_min)
+        trace = sum(reference(slots[j:j + 1].expand((1,) + shape), lvl)[:, j].sum() for j in range(proc.k))
+        div = ((vjp - reference(probe, lvl)) * probe).flatten(1).sum(1) + trace
+        return torch.cat([drift.detach().flatten(1), div.detach()[:, None]], 1)
+
+    y0 = torch.cat([z0.flatten(1), torch.zeros(rows, 1, dtype=torch.float64, device=dev)], 1)
+    try:
+        y1, nfe = dopri5(velocity, y0, float(model.schedule.t_min), 1.0, rtol=rtol, atol=atol)
+    except UdiffError as e:
+        raise UdiffError(str(e).replace("[sample] rtol/atol", "--tol").replace("or use another sampler",
+                                                                              "or use --method vlb")) from None
+    z1 = y1[:, :-1].reshape((rows,) + shape)
+    sinf = proc.stationary_cov().double().to(dev)
+    v = z1.movedim(1, -1)
+    quad = ((v @ torch.linalg.inv(sinf)) * v).sum(-1).flatten(1).sum(1)
+    prior = 0.5 * quad + 0.5 * d * torch.logdet(2.0 * math.pi * sinf)  # -log N(z_1; 0, Sigma_inf)
+    terms = {"prior": prior, "flow": -y1[:, -1]}
+    extra = log_scale(model.basis).to(dev) + (d * math.log(BINS / 2) if image8 else 0.0)
+    terms["correction"] = extra.expand(rows)
+    if bool(mask.any()):  # + log r(m0): E_r[-log p(x, m0) + log r(m0)] = E_r[-log p(x, m0)] - H(r)
+        m = mask.to(dev)
+        xi_m = xi.movedim(1, -1)[..., m]
+        log_r = (-0.5 * xi_m.square() - 0.5 * torch.log(2.0 * math.pi * var.to(dev)[m])).flatten(1).sum(1)
+        terms["momentum"] = log_r
+    return {k: v.reshape(n, K) for k, v in terms.items()}, nfe
+
+
+def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", steps: int = 0, repeats: int = 1,
+             batch_size: int = 256, seed: int = 0, device="cpu", rtol: float = 1e-5, atol: float = 1e-5,
+             first_index: int = 0, progress=None) -> NLLEstimate:
+    """Estimate the mean NLL (bound) of the items of `data` (uint8 images or float) under `model`.
+
+    batch_size counts network inputs (items × repeats); items keep index first_index + position, which fixes
+    their random numbers. The model is used as it is (load the EMA weights before calling).
+    """
+    if method not in METHODS:
+        raise UdiffError(f"unknown likelihood method {method!r} (allowed: {', '.join(METHODS)})")
+    n_items = data.shape[0]
+    if n_items == 0:
+        raise UdiffError("no items to evaluate")
+    d = math.prod(model.event_shape)
+    per = max(1, batch_size // repeats)
+    dev = torch.device(device)
+    model.prepare(dev)
+    model.eval()
+    was = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    totals, parts, nfes = [], {}, []
+    try:
+        ref = reference_moments(model, data, image8) if method == "vlb" else None
+        for start in range(0, n_items, per):
+            idx = torch.arange(start, min(n_items, start + per))
+            batch = data[idx].to(dev)
+            x = to_unit(batch) if image8 else batch.float()
+            index = (idx + first_index).to(dev)
+            if method == "vlb":
+                with torch.no_grad():
+                    terms = vlb_batch(model, x, index, image8=image8, steps=steps, repeats=repeats, seed=seed,
+                                      ref=ref)
+            else:
+                terms, nfe = ode_batch(model, x, index, image8=image8, repeats=repeats, seed=seed, rtol=rtol,
+                                       atol=atol)
+                nfes.append(nfe)
+            for k, v in terms.items():
+                parts.setdefault(k, []).append(v.detach().cpu())
+            totals.append(sum(terms.values()).detach().cpu())
+            if progress:
+                progress(len(idx))
+    finally:
+        for p, r in zip(model.parameters(), was):
+            p.requires_grad_(r)
+    total = torch.cat(totals)  # (n, K) nats
+    if not bool(torch.isfinite(total).all()):
+        raise UdiffError(f"the {method} estimate is not finite for {int((~torch.isfinite(total)).any(1).sum())} "
+                         "items: the model's output or the process's kernel at the schedule's ends is not finite "
+                         "(e.g. a kernel too close to singular at t_min); raise gamma(t_min) or check the model")
+    scale = 1.0 / (d * (LN2 if image8 else 1.0))
+    per_item = total.mean(1) * scale
+    n = per_item.numel()
+    stderr = float(per_item.std(unbiased=True) / math.sqrt(n)) if n > 1 else None
+    terms = {k: float(torch.cat(v).mean() * scale) for k, v in parts.items()}
+    return NLLEstimate(method=method, value=float(per_item.mean()), stderr=stderr,
+                       terms=terms, units="bits/dim" if image8 else "nats/dim",
+                       bounds=describe(model, method, image8), n=n, repeats=repeats,
+                       steps=(steps or None) if method == "vlb" else None,
+                       nfe=(sum(nfes) / len(nfes)) if nfes else None,
+                       dequantization=("uniform" if image8 else None) if method == "ode" else None,
+                       per_item=per_item)
+
+
+def describe(model, method: str, image8: bool) -> str:
+    """One sentence: what the reported number bounds or estimates."""
+    phase = model.process.k > 1
+    if method == "vlb":
+        what = ("-log2 P(x) of the 8-bit data (VDM's 256-way discretized decoder; no offset)" if image8
+                else "-log p(x), the model's density of the data")
+        out = f"upper bound on {what}"
+        if phase:
+            out += ("; x alone, the momentum integrated out (equal to E_m0[-log p(x, m0)] - H(m0) with "
+                    "m0 ~ N(0, kappa M))")
+        return out
+    if image8:
+        out = ("upper bound on -log2 P(x) of the 8-bit data by uniform dequantization, E_u[-log2 p(x + u)] + 7 "
+               "bits/dim")
+    else:
+        out = "estimate of -log p(x) under the probability-flow ODE's density"
+    if phase:
+        out += "; bounded through the momentum: E_m0[-log p(x, m0)] - H(m0), m0 ~ N(0, kappa M)"
+    return out + " (up to the ODE solver's error; Hutchinson trace estimator)"
