@@ -13,9 +13,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import gaussian_params, invoke, write
 from safetensors.torch import save_file
 
-from conftest import gaussian_params, invoke, write
 from udiff import artifacts
 from udiff import likelihood as L
 from udiff import recipe as R

@@ -52,7 +52,7 @@ def test_toml_round_trip():
     ("[schedule]\nkind = \"cosine\"\nbeta_min = 1\n", "x.toml: [schedule] beta_min: not a key of [schedule] "
                                                       "(kind 'cosine')"),
     ("[sample]\nsampler = \"hen\"\n", "x.toml: [sample] sampler: 'hen' is not allowed; did you mean 'heun'? "
-                                      "(allowed: ancestral, ddim, em, heun)"),
+                                      "(allowed: ancestral, ddim, em, heun, rk45, sscs)"),
     ("[net]\nkind = \"unet\"\npreset = \"huge\"\n", "x.toml: [net] preset: 'huge' is not allowed"),
     ("[process]\nkind = \"vp\"\nbeta = 3\n", "x.toml: [process] beta: [process] (kind 'vp') takes no keys"),
     ("data = 3\n", "x.toml: [data] must be a table, got 3"),

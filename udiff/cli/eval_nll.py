@@ -61,7 +61,7 @@ def command(model_path, data_source, method, steps, repeats, batch_size, limit, 
     from ..likelihood import evaluate
 
     art = artifacts.load(model_path, ("model", "checkpoint"))
-    model, rec, info = model_from_artifact(art, ema=not no_ema)
+    model, _, info = model_from_artifact(art, ema=not no_ema)
     ds = D.load(data_source, limit)
     kind = "image8" if ds.is_image8 else "float"
     if list(ds.shape) != list(info["shape"]) or kind != info.get("kind", kind):
