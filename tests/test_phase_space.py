@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
+from conftest import invoke, write
 from safetensors.torch import load_file
 
-from conftest import invoke, write
 from udiff import artifacts
 from udiff.errors import UdiffError
 from udiff.ode import dopri5
@@ -146,7 +146,7 @@ def test_cld_predicts_only_the_momentum():
     s = proc.score_from_eps(eps_m, lvl)
     assert s.shape == (4, 2, 3) and torch.all(s[:, 0] == 0)  # unknown, and multiplied by G G^T = diag(0, .)
     z = torch.randn(4, 2, 3, dtype=torch.float64)
-    f, g2 = proc.sde(z, lvl)
+    _, g2 = proc.sde(z, lvl)
     assert torch.all(g2[:, 0] == 0)
 
 
@@ -319,6 +319,7 @@ def test_shipped_recipes(name):
     import os
 
     from conftest import RECIPES
+
     from udiff import recipe as R
     from udiff.build import build_model, resolve
 

@@ -126,3 +126,16 @@ def test_training_approaches_the_bayes_optimal_loss(tmp_path):
     after, best = loss(net), loss(exact)
     assert best < after < before
     assert after < best * 1.1, (before, after, best)
+
+
+def test_a_checkpoint_samples_like_its_model(small_gauss, runner, tmp_path):
+    """`udiff sample` accepts the checkpoint of a run: EMA parameters, raw buffers (basis, schedule)."""
+    rec = write(tmp_path / "r.toml", MLP_RECIPE.format(path=small_gauss, steps=6, every=3)
+                + "\n[basis]\nwhiten = true\n")
+    out = str(tmp_path / "m.safetensors")
+    invoke(runner, ["train", rec, "-o", out])
+    a, b = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+    invoke(runner, ["sample", out, "--seeds", "0-3", "-o", a])
+    invoke(runner, ["sample", str(tmp_path / "m.ckpt.safetensors"), "--seeds", "0-3", "-o", b])
+    xa, xb = (artifacts.load(p, "samples").tensors["x"] for p in (a, b))
+    assert torch.equal(xa, xb)

@@ -163,8 +163,9 @@ def model_from_artifact(artifact, overrides=(), ema: bool = True):
     if not info or "shape" not in info:
         raise ArtifactError(f"{artifact.path}: model artifact lacks its data description; re-train it")
     model = build_model(rec, info)
-    prefix = "ema." if ema else "weights."
-    state = {k[len(prefix):]: v for k, v in artifact.tensors.items() if k.startswith(prefix)}
+    state = {k[len("weights."):]: v for k, v in artifact.tensors.items() if k.startswith("weights.")}
+    if ema:  # EMA covers the parameters; buffers (basis, schedule) are the raw ones (checkpoints store no EMA of them)
+        state.update({k[len("ema."):]: v for k, v in artifact.tensors.items() if k.startswith("ema.")})
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"

@@ -177,7 +177,7 @@ class CLDSpec:
 
 @spec("process", "recipe")
 class CompleteRecipeSpec:
-    """Any constant D (PSD) and Q (skew) of a complete recipe: dz = -beta (D + Q) Sigma_inf^-1 z dt + sqrt(2 beta D) dw."""
+    """Any constant D (PSD) and Q (skew): dz = -beta (D + Q) Sigma_inf^-1 z dt + sqrt(2 beta D) dw, per component."""
 
     D: tuple[tuple[float, ...], ...] = opt(((0.005, 0.0), (0.0, 0.50125)),
                                            doc="1x1 or 2x2 diffusion matrix per unit beta, symmetric positive "
