@@ -293,7 +293,7 @@ class CompleteRecipe(Process):
 
         dz = β(t) F z dt + sqrt(β(t)) G dw,   F = −(D + Q) Σ∞⁻¹,   G Gᵀ = 2D
 
-    D is positive semi-definite and Q skew-symmetric (PSLD eq. 4 with U(x) = x²/2; Ma et al. 2015), and the
+    D is positive semi-definite and Q skew-symmetric (algorithms.md §2.1, U(x) = x²/2; Ma et al. 2015), and the
     process runs on the schedule's clock: B(t) = ∫β = softplus(γ(t)) (`NoiseLevel.integrated_rate`), so a
     constant β is `vp-linear` with beta_min = beta_max = β and any schedule gives a β(t). VP is the 1×1 case
     D = [[1/2]], Q = [[0]] (then B = softplus(γ) makes e^{−B/2} = α exactly).
@@ -314,9 +314,9 @@ class CompleteRecipe(Process):
         self.sinf = torch.diag(torch.tensor([1.0, self.mass][: self.k], dtype=torch.float64))
         self.s0 = torch.diag(torch.tensor([0.0, self.kappa * self.mass][: self.k], dtype=torch.float64))
         sinf_inv = torch.diag(1.0 / torch.diagonal(self.sinf))
-        # drift of the recipe for H with grad H = Σ∞⁻¹ z, constant D and Q (PSLD eq. 3; τ = 0)
+        # the recipe's drift f = −(D + Q) ∇H with ∇H = Σ∞⁻¹ z, constant D and Q (τ = 0; algorithms.md §2.1)
         self.F = -(D + Q) @ sinf_inv
-        # SSCS's linear part: the same recipe with the Hamiltonian part reversed (PSLD §4.2 / App. B.4)
+        # SSCS's linear part: the same recipe with the Hamiltonian part reversed, −F − G Gᵀ Σ∞⁻¹ (§2.6)
         self.A0 = (Q - D) @ sinf_inv
         self.GG = 2.0 * D
         self.G = _chol(self.GG)
@@ -329,11 +329,8 @@ class CompleteRecipe(Process):
 
     def kernel(self, lvl: NoiseLevel):
         """(E, Σ) per item and component: E = e^{F B(t)} and Σ_t = Σ∞ + E (Σ₀ − Σ∞) Eᵀ, float64 (..., k, k)."""
-        E = expm_blocks(self.F, self._clock(lvl))
-        dev = E.device
-        sinf, s0 = self.sinf.to(dev), self.s0.to(dev)
-        S = sinf + E @ (s0 - sinf) @ E.mT  # PSLD §2.3 (App. B.3): the moment ODE's closed-form solution
-        return E, 0.5 * (S + S.mT)
+        E, S = self._relax(self.F, self._clock(lvl))
+        return E, S + E @ self.s0.to(E.device) @ E.mT
 
     def _parts(self, lvl):
         """h = E e₁ (z_t's mean per unit x₀, m₀ = 0) (..., k) and the lower Cholesky factor L of Σ_t."""
@@ -391,7 +388,8 @@ class CompleteRecipe(Process):
     # -- SDE -------------------------------------------------------------------------------------
 
     def sde(self, z, lvl):
-        """f = β F z and g² = β diag(G Gᵀ) (G Gᵀ must be diagonal here; `reverse_drift` and `diffuse` are not)."""
+        """f = β F z and g² = β diag(G Gᵀ). Only for diagonal D (g² would be a matrix); `reverse_drift` and
+        `diffuse` take any D."""
         if self.k == 2 and float(self.GG[0, 1]) != 0.0:
             raise UdiffError("this process has a non-diagonal D: its g² is a matrix; use reverse_drift/diffuse")
         beta = lvl.beta.to(z.dtype)
@@ -410,13 +408,18 @@ class CompleteRecipe(Process):
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _bridge(self, mat, db):
-        """(e^{mat ΔB}, lower Cholesky of Σ∞ − e^{mat ΔB} Σ∞ e^{matᵀ ΔB}): an exact step of a process with
-        drift matrix `mat`, noise G and stationary covariance Σ∞, over integrated rate ΔB ≥ 0."""
+    def _relax(self, mat, db):
+        """(E, Σ∞ − E Σ∞ Eᵀ) with E = e^{mat ΔB}: mean map and covariance of a linear process with drift matrix
+        `mat` and stationary covariance Σ∞ after integrated rate ΔB ≥ 0 from a point (algorithms.md §2.3)."""
         E = expm_blocks(mat, db)
         sinf = self.sinf.to(E.device)
         S = sinf - E @ sinf @ E.mT
-        return E, _chol(0.5 * (S + S.mT))
+        return E, 0.5 * (S + S.mT)
+
+    def _bridge(self, mat, db):
+        """`_relax` with the covariance's lower Cholesky factor: an exact step, z ← E z + L ξ."""
+        E, S = self._relax(mat, db)
+        return E, _chol(S)
 
     def transition(self, z, lvl_s, lvl_t, xi):
         """A draw of q(z_t | z_s), s < t: the forward process run from B(s) to B(t)."""
@@ -460,7 +463,7 @@ class CompleteRecipe(Process):
 
 
 def psld(gamma: float = 0.01, nu=None, m_inv: float = 4.0, kappa: float = 0.04) -> CompleteRecipe:
-    """PSLD (Pandey & Mandt 2023, §4): D = ½ diag(Γ, Mν), Q = ½ [[0, −1], [1, 0]], M = 1/m_inv, i.e.
+    """PSLD (Pandey & Mandt 2023; algorithms.md §2.2): D = ½ diag(Γ, Mν), Q = ½ [[0, −1], [1, 0]], M = 1/m_inv, i.e.
     dx = (β/2)(M⁻¹m − Γx) dt + sqrt(Γβ) dw, dm = (β/2)(−x − νm) dt + sqrt(Mνβ) dw. ν defaults to critical
     damping, (Γ − ν)² = 4M⁻¹; Γ = 0 is CLD (Dockhorn et al. 2022)."""
     mass = 1.0 / m_inv
