@@ -24,6 +24,7 @@ from .rng import NoiseSource
 
 SAMPLERS = {}
 DEFAULTS = {}  # sampler → (steps, grid)
+ADAPTIVE = {"rk45"}  # samplers that choose their own steps ([sample] steps and grid do not apply)
 
 
 def register(name: str, steps: int, grid: str):
@@ -229,4 +230,6 @@ def generate(model, seeds, *, sampler: str, steps=None, grid=None, rho=7.0, eta=
         if progress:
             progress(len(batch))
     x = torch.cat(out) if out else torch.zeros((0,) + model.event_shape)
+    if sampler in ADAPTIVE:  # the solver chose its own steps: only the NFE says what was run
+        steps, grid = "adaptive", None
     return x, {"steps": steps, "grid": grid, "t_end": t_end, "nfe": nfe}
