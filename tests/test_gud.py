@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from conftest import gaussian_data, gaussian_params, invoke, write
 from udiff import artifacts
 from udiff.basis import BASES
-from udiff.build import build_model, resolve
+from udiff.build import build_model, fit_basis, model_from_artifact, resolve
 from udiff import recipe as R
 
 SHAPE = (1, 4, 4)
@@ -68,7 +68,7 @@ def test_autoregressive_limit_samples_the_data(runner, tmp_path, gauss_img, samp
     (a uniform grid gives each row the same number of steps)."""
     model, out = str(tmp_path / "m.safetensors"), str(tmp_path / "s.safetensors")
     invoke(runner, ["train", _recipe(tmp_path, gauss_img, "pixel", "row", 0), "-o", model])
-    m, _, _ = __import__("udiff.build", fromlist=["x"]).model_from_artifact(artifacts.load(model))
+    m, _, _ = model_from_artifact(artifacts.load(model))
     g = m.level(torch.tensor([0.4], dtype=torch.float64)).gamma[0, 0, 0]  # rows 0..3 at t = 0.4
     hi, lo = m.schedule.gamma_n + m.schedule.offset[0], m.schedule.gamma_d + m.schedule.offset[0]
     assert torch.allclose(g[:2], lo[:2]) and torch.allclose(g[3], hi[3])  # rows 0, 1 done; row 3 still noise
@@ -87,8 +87,6 @@ def test_softness_one_with_variance_order_is_standard_diffusion(basis):
     rec = R.loads('[data]\nsource = "tensors:x"\n[basis]\nkind = "%s"\n[schedule]\nkind = "soft-conditioning"\n'
                   'softness = 1.0\norder = ["variance"]\nclip = false\n[net]\nkind = "gaussian"\n' % basis)
     info = {"shape": list(SHAPE), "kind": "float"}
-    from udiff.build import fit_basis
-
     model = build_model(resolve(rec, info), info, fitted=fit_basis(rec, x))
     t = torch.linspace(0, 1, 7, dtype=torch.float64)
     gamma = model.level(t).gamma[:, 0].reshape(7, -1)

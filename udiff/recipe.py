@@ -128,7 +128,7 @@ class DCTBasisSpec:
 
 @spec("basis", "haar")
 class HaarBasisSpec:
-    """Orthonormal multi-level 2-D Haar wavelet (periodization; power-of-two image sizes)."""
+    """Orthonormal multi-level 2-D Haar wavelet (periodization; sizes divisible by 2^levels)."""
 
     whiten: bool = opt(False, doc=WHITEN_DOC)
     levels: int = opt(0, doc="decomposition levels (0 = as many as the image size allows)", min=0)
