@@ -1,28 +1,3 @@
-_udiff_completion() {
-    local IFS=$'\n'
-    local response
-
-    response=$(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD _UDIFF_COMPLETE=bash_complete $1)
-
-    for completion in $response; do
-        IFS=',' read type value <<< "$completion"
-
-        if [[ $type == 'dir' ]]; then
-            COMPREPLY=()
-            compopt -o dirnames
-        elif [[ $type == 'file' ]]; then
-            COMPREPLY=()
-            compopt -o default
-        elif [[ $type == 'plain' ]]; then
-            COMPREPLY+=($value)
-        fi
-    done
-
-    return 0
-}
-
-_udiff_completion_setup() {
-    complete -o nosort -F _udiff_completion udiff
-}
-
-_udiff_completion_setup;
+# udiff completion for bash: source this file. It asks the installed udiff for click's script,
+# so it always matches the installed click.
+eval "$(_UDIFF_COMPLETE=bash_source udiff)"

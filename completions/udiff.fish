@@ -1,22 +1,3 @@
-function _udiff_completion;
-    set -l response (env _UDIFF_COMPLETE=fish_complete COMP_WORDS=(commandline -cp) COMP_CWORD=(commandline -t) udiff);
-
-    for completion in $response;
-        set -l metadata (string split 
- $completion);
-
-        if test $metadata[1] = "dir";
-            __fish_complete_directories $metadata[2];
-        else if test $metadata[1] = "file";
-            __fish_complete_path $metadata[2];
-        else if test $metadata[1] = "plain";
-            if test $metadata[3] != "_";
-                echo $metadata[2]	$metadata[3];
-            else;
-                echo $metadata[2];
-            end;
-        end;
-    end;
-end;
-
-complete --no-files --command udiff --arguments "(_udiff_completion)";
+# udiff completion for fish: source this file. It asks the installed udiff for click's script,
+# so it always matches the installed click.
+_UDIFF_COMPLETE=fish_source udiff | source

@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 
 from conftest import ROOT
 from udiff.cli import COMMANDS
@@ -18,9 +19,17 @@ def test_man_pages_are_up_to_date():
         assert _read("man", name) == text, f"man/{name} is stale: run python -m udiff.cli.manpages man completions"
 
 
-def test_completions_are_up_to_date():
+def test_completions_are_up_to_date_and_complete_commands():
+    import subprocess
+
     for name, text in completions().items():
         assert _read("completions", name) == text, f"completions/{name} is stale"
+    env = dict(os.environ, _UDIFF_COMPLETE="bash_complete", COMP_WORDS="udiff sa", COMP_CWORD="1")
+    out = subprocess.run([sys.executable, "-m", "udiff"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "sample" in out and "train" not in out
+    env["_UDIFF_COMPLETE"] = "bash_source"
+    script = subprocess.run([sys.executable, "-m", "udiff"], env=env, capture_output=True, text=True).stdout
+    assert "_UDIFF_COMPLETE=bash_complete" in script and "complete " in script
 
 
 def test_readme_documents_every_command_and_the_ci_runs_its_test_command():

@@ -44,7 +44,8 @@ def page(name: str, command: click.Command, parent: click.Context | None) -> str
              f"{_esc(full.replace(' ', '-'))} \\- {_esc(command.get_short_help_str(200))}", ".SH SYNOPSIS",
              f".B {_esc(full)}", _esc(" ".join(command.collect_usage_pieces(ctx))), ".SH DESCRIPTION"]
     lines += _paragraphs(command.help or "")
-    records = [p.get_help_record(ctx) for p in command.get_params(ctx)]
+    # options only: click 8.4 began to give arguments help records too, and the pages must not depend on click
+    records = [p.get_help_record(ctx) for p in command.get_params(ctx) if isinstance(p, click.Option)]
     records = [r for r in records if r]
     if records:
         lines.append(".SH OPTIONS")
@@ -76,14 +77,22 @@ def pages() -> dict[str, str]:
     return out
 
 
-def completions() -> dict[str, str]:
-    from click.shell_completion import get_completion_class
+COMPLETION_HOOKS = {
+    "bash": 'eval "$(_UDIFF_COMPLETE=bash_source udiff)"',
+    "zsh": 'eval "$(_UDIFF_COMPLETE=zsh_source udiff)"',
+    "fish": "_UDIFF_COMPLETE=fish_source udiff | source",
+}
 
-    out = {}
-    for shell in ("bash", "zsh", "fish"):
-        comp = get_completion_class(shell)(cli, {}, "udiff", "_UDIFF_COMPLETE")
-        out[f"udiff.{shell}"] = comp.source()
-    return out
+
+def completions() -> dict[str, str]:
+    """One line per shell that asks the installed udiff for click's completion script when it is sourced.
+
+    Click's scripts and the protocol they speak change between click releases (8.4 changed fish's), so a script
+    frozen into the repository breaks with another click; asking the installed one costs ~0.1 s per shell start.
+    """
+    return {f"udiff.{shell}": f"# udiff completion for {shell}: source this file. It asks the installed udiff for "
+                              f"click's script,\n# so it always matches the installed click.\n{hook}\n"
+            for shell, hook in COMPLETION_HOOKS.items()}
 
 
 def write_all(man_dir: str, completion_dir: str) -> list[str]:
