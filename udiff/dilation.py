@@ -6,23 +6,35 @@ terms of pi, so, unlike the Gaussian-convolution (diffusion) path, no Monte-Carl
 
 Which part is what (see reference/algorithms.md §3; only the paper's abstract was available):
 
-    [paper]   the path mu_lam = Law(sqrt(lam) X) and its closed-form score lam^{-1/2} grad log pi(x / sqrt(lam)),
-              computed here by autograd of log mu_lam (`value_and_score`); "Langevin dynamics guided by the
-              path, using adaptive step sizes".
+    [paper]   the path mu_lam = Law(sqrt(lam) X) and its closed-form score lam^{-1/2} grad log pi(x / sqrt(lam))
+              (`value_and_score`, by autograd of log mu_lam); "Langevin dynamics guided by the path, using
+              adaptive step sizes".
     [ours]    the concrete rule: step h * lam at level lam (mu_lam is L/lam-smooth when pi is L-smooth), the lam
-              grids (geometric / linear / cosine in t), the start x = sqrt(h lam_min) xi, the optional MALA
-              correction at every step (valid because log mu_lam is known up to pi's own constant), per-particle
-              adaptation of h towards a target acceptance rate, and optional final MALA steps at lam = 1.
+              grids (geometric / log-quadratic / linear / cosine in t), the start x = sqrt(h lam_min) xi, the
+              optional MALA correction at every step (valid because log mu_lam is known up to pi's own
+              constant), per-particle adaptation of h towards a target acceptance rate, and optional final MALA
+              steps at lam = 1.
     [ours]    the baselines and their budget: ULA and MALA at lam = 1 from the same start, and annealed Langevin
               on the Gaussian-convolution path Law(sqrt(lam) X + sqrt(1 - lam) Z) with self-normalized importance
               sampling scores; every sampler gets the same number of target-gradient evaluations per particle
               (`steps`), counted as they happen.
 
-A fact that shapes what to expect (derived, §3.3, and checked by tests/test_dilation.py): Langevin on mu_lam with
-step h lam, written in y = x / sqrt(lam), is exactly Langevin on pi with step h; raising lam from lam_k to lam_{k+1}
-contracts y by sqrt(lam_k / lam_{k+1}). The path therefore lowers no energy barrier (mode weights and barriers of
-mu_lam are pi's at every lam); the particles' split between far-apart modes is decided where the contractions
-re-inject them, near the origin. See the README's dilation section for measured consequences.
+The frame the sampler runs in (derived, §3.3; tests/test_dilation.py checks it against the x-frame steps):
+written in y = x / sqrt(lam), a Langevin step h lam on mu_lam is exactly a Langevin step h on pi (MALA's
+acceptance too), and raising lam from lam_a to lam_b with x held fixed multiplies y by sqrt(lam_a / lam_b).
+`sample_dilation` keeps y, so it is exact for any lambda_min > 0 (1e-300 included), where x, the steps h lam
+and the scores lam^{-1/2} grad log pi would under- or overflow.
+
+What the path does to mode weights (derived; measured in tests/test_dilation.py and the README): the path lowers
+no energy barrier (the barriers and weights of mu_lam are pi's at every lam). In continuous time the contractions
+are a drift -c y, c = (1/2) d log lam / d tau with tau the Langevin time in y, so the particles move as Langevin
+on the tilted law pi(y) exp(-c |y|^2 / 2), a Gaussian factor centred on the path's start. The tilt changes the
+weight of mode k by a factor that depends only on its distance from the origin (for equal isotropic widths), and
+it draws the modes in towards the origin, where the particles start and choose between them. So modes of equal
+width equidistant from the origin get pi's weights when c starts at a few units and fades out slowly (the
+`log-quadratic` grid: c = ln(1/lambda_min) (1 - t) / (h steps), decaying linearly to 0); with c too small the
+split is plain Langevin's, made within a few steps of the origin; with c too large and fast, the heaviest mode
+takes too much. A mode at the origin takes more than its weight from every mode farther out, whatever the grid.
 
 Shapes: particles x are (N, d) float tensors on one device; `log_prob` maps (N, d) -> (N,). Noise comes from
 rng.NoiseSource: particle k draws everything (start, every step's normals and uniforms, every importance sample)
@@ -42,9 +54,10 @@ from .errors import RecipeError
 from .rng import NoiseSource
 
 SAMPLERS = ("dilation", "ula", "mala", "convolution-mc")
-GRIDS = ("geometric", "linear", "cosine")
+GRIDS = ("geometric", "log-quadratic", "linear", "cosine")
 ADAPT_RATE = 0.05        # Robbins-Monro gain of log h per step towards the target acceptance rate (our choice)
 CONV_START_STEP = 0.1    # convolution path: step at lam -> 0, where mu_lam is ~ N(0, I) (our choice)
+CONV_LAMBDA_FLOOR = 1e-6  # convolution path: below this lam, mu_lam is N(0, I) to 1e-3 in scale (our choice)
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -62,6 +75,8 @@ def lambda_levels(kind: str, levels: int, lambda_min: float) -> list[float]:
         t = k / (levels - 1)
         if kind == "geometric":
             lam = lambda_min ** (1.0 - t)                                  # log lam linear in t (our choice)
+        elif kind == "log-quadratic":
+            lam = lambda_min ** ((1.0 - t) ** 2)                           # log lam quadratic in t (our choice)
         elif kind == "linear":
             lam = lambda_min + (1.0 - lambda_min) * t                      # lam linear in t (our choice)
         elif kind == "cosine":
@@ -103,46 +118,47 @@ def uniforms(noise: NoiseSource, stream: int, device) -> torch.Tensor:
 
 
 class Chain:
-    """Particles and what is known about them: log mu_lam and score at `lam` (None when stale), step scales."""
+    """Particles and what is known about them: log pi and its score at x (None when stale), per-particle steps."""
 
     def __init__(self, x: torch.Tensor, step_size: float):
         self.x = x
         self.lp: Optional[torch.Tensor] = None
         self.g: Optional[torch.Tensor] = None
-        self.lam: Optional[float] = None
         self.h = torch.full((x.shape[0], 1), float(step_size), dtype=x.dtype, device=x.device)
         self.evals = 0          # target-gradient evaluations per particle
         self.accepted = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         self.proposals = 0
 
-    def refresh(self, log_prob: LogProb, lam: float):
-        if self.lam != lam:
-            self.lp, self.g = value_and_score(log_prob, self.x, lam)
-            self.lam = lam
+    def refresh(self, log_prob: LogProb):
+        if self.lp is None:
+            self.lp, self.g = value_and_score(log_prob, self.x)
             self.evals += 1
 
+    def rescale(self, factor: float):
+        """Multiply every particle by `factor`; what was known at the old positions is stale."""
+        self.x = self.x * factor
+        self.lp = self.g = None
 
-def langevin_step(log_prob: LogProb, chain: Chain, lam: float, scale: float, noise: NoiseSource, stream: int,
-                  mala: bool, target_accept: Optional[float] = None) -> None:
-    """One Langevin step on mu_lam with step s = h * scale per particle, Metropolis-adjusted when `mala`.
 
-    ULA: x' = x + s grad log mu_lam(x) + sqrt(2 s) xi. MALA accepts x' with probability
-    min(1, mu(x') q(x | x') / (mu(x) q(x' | x))), q(b | a) = N(b; a + s grad log mu(a), 2 s I) (Roberts & Tweedie
+def langevin_step(log_prob: LogProb, chain: Chain, noise: NoiseSource, stream: int, mala: bool,
+                  target_accept: Optional[float] = None) -> None:
+    """One Langevin step on log_prob with step h per particle, Metropolis-adjusted when `mala`.
+
+    ULA: x' = x + h grad log pi(x) + sqrt(2 h) xi. MALA accepts x' with probability
+    min(1, pi(x') q(x | x') / (pi(x) q(x' | x))), q(b | a) = N(b; a + h grad log pi(a), 2 h I) (Roberts & Tweedie
     1996). With `target_accept`, each particle's h moves towards that acceptance rate (our choice).
     """
-    chain.refresh(log_prob, lam)
-    x, lp, g = chain.x, chain.lp, chain.g
-    s = chain.h * scale                                                     # (N, 1)
+    chain.refresh(log_prob)
+    x, lp, g, s = chain.x, chain.lp, chain.g, chain.h                      # s: (N, 1)
     z = noise(stream, (x.shape[1],)).to(x.dtype)
-    mean = x + s * g
-    xp = mean + torch.sqrt(2.0 * s) * z  # x' = x + s score + sqrt(2s) xi (ULA, standard)
+    xp = x + s * g + torch.sqrt(2.0 * s) * z  # x' = x + h score + sqrt(2h) xi (ULA, standard)
     if not mala:
-        chain.x, chain.lam = xp, None
+        chain.x, chain.lp, chain.g = xp, None, None
         return
-    lpp, gp = value_and_score(log_prob, xp, lam)
+    lpp, gp = value_and_score(log_prob, xp)
     chain.evals += 1
     back = x - xp - s * gp
-    # log acceptance ratio of MALA: log mu(x') - log mu(x) + log q(x | x') - log q(x' | x) (standard)
+    # log acceptance ratio of MALA: log pi(x') - log pi(x) + log q(x | x') - log q(x' | x) (standard)
     log_a = lpp - lp - (back * back).sum(1) / (4 * s[:, 0]) + (z * z).sum(1) / 2
     log_a = torch.nan_to_num(log_a.double(), nan=-math.inf)
     accept = torch.log(uniforms(noise, stream + 1, x.device)) < log_a
@@ -207,18 +223,24 @@ def sample_dilation(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: i
     """
     per_level = plan_dilation(steps, levels, final_steps, mala)
     lams = lambda_levels(lambda_grid, levels, lambda_min)
+    # The chain holds y = x / sqrt(lam): there a step h lam on mu_lam is a step h on pi (module docstring).
     if x0 is None:
-        x0 = math.sqrt(step_size * lambda_min) * noise(0, (dim,)).to(device)  # ~ a Dirac at 0, as mu_0 (our choice)
-    chain = Chain(x0.to(device), step_size)
-    stream = 1
+        y0 = math.sqrt(step_size) * noise(0, (dim,))  # x = sqrt(h lambda_min) xi, ~ a Dirac at 0 as mu_0 (our choice)
+    else:
+        y0 = x0 / math.sqrt(lams[0])
+    chain = Chain(y0.to(device), step_size)
+    stream, prev = 1, lams[0]
     for lam, n in zip(lams, per_level):
-        for _ in range(n):  # step h * lam at level lam: mu_lam is L/lam-smooth (derived; the rule is our choice)
-            langevin_step(log_prob, chain, lam, lam, noise, stream, mala, target_accept)
+        if lam != prev:  # x held fixed while lam rises: y = x / sqrt(lam) shrinks by sqrt(lam_prev / lam) (derived)
+            chain.rescale(math.sqrt(prev / lam))
+            prev = lam
+        for _ in range(n):  # step h lam at level lam (mu_lam is L/lam-smooth: derived; the rule is our choice)
+            langevin_step(log_prob, chain, noise, stream, mala, target_accept)
             stream += 2
             if progress:
                 progress(1)
     for _ in range(final_steps):
-        langevin_step(log_prob, chain, 1.0, 1.0, noise, stream, True, target_accept)
+        langevin_step(log_prob, chain, noise, stream, True, target_accept)
         stream += 2
         if progress:
             progress(1)
@@ -237,7 +259,7 @@ def sample_langevin(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: i
     x0 = math.sqrt(step_size * lambda_min) * noise(0, (dim,)).to(device)   # the same start as `sample_dilation`
     chain = Chain(x0, step_size)
     for i in range(steps - 1 if mala else steps):
-        langevin_step(log_prob, chain, 1.0, 1.0, noise, 1 + 2 * i, mala, target_accept if mala else None)
+        langevin_step(log_prob, chain, noise, 1 + 2 * i, mala, target_accept if mala else None)
         if progress:
             progress(1)
     return chain.x, _stats(chain, "mala" if mala else "ula")
@@ -282,7 +304,8 @@ def sample_convolution_mc(log_prob: LogProb, dim: int, noise: NoiseSource, *, st
     """Annealed ULA on the Gaussian-convolution path with Monte-Carlo scores (`mc_score`), the same budget.
 
     Every step costs `mc_samples` evaluations, so it takes steps // mc_samples steps over min(levels, that) levels.
-    It starts from its base N(0, I) (the path's lam -> 0 end: the same normals as the other samplers, unscaled).
+    It starts from its base N(0, I) (the path's lam -> 0 end: the same normals as the other samplers, unscaled),
+    on the recipe's lam grid from max(lambda_min, CONV_LAMBDA_FLOOR): lower levels would all be that N(0, I).
     The step at level lam is h lam + CONV_START_STEP (1 - lam) (our choice: N(0, I)-sized at the start, h at pi).
     """
     iters = steps // mc_samples
@@ -290,7 +313,7 @@ def sample_convolution_mc(log_prob: LogProb, dim: int, noise: NoiseSource, *, st
         raise RecipeError(f"[sample] steps: {steps} evaluations per sample do not pay for one step of "
                           f"{mc_samples} importance samples; raise steps or lower mc_samples")
     k = min(levels, iters)
-    lams = lambda_levels(lambda_grid, k, lambda_min)
+    lams = lambda_levels(lambda_grid, k, max(lambda_min, CONV_LAMBDA_FLOOR))
     x = noise(0, (dim,)).to(device)
     evals, stream = 0, 1
     for lam, n in zip(lams, _spread(iters, k)):

@@ -12,7 +12,7 @@ A recipe is the whole experiment, one section per part of the model (see the REA
     [sample]    how `udiff sample` draws from the model       (SampleSpec)
 
 A target recipe (`udiff sample RECIPE`, no model: TargetRecipe) has only [target], a density known up to a
-constant (kind = "gmm" | "grid" | "separated" | "rings" | "funnel" | "fitted" | "python"), and [sample]
+constant (kind = "gmm" | "grid" | "circle" | "separated" | "rings" | "funnel" | "fitted" | "python"), and [sample]
 (TargetSampleSpec: dilation-path or baseline sampler and its budget). `load(path, target=True)` wants one.
 
 Sections with a `kind` key are tables of small spec classes registered by name (`@spec("schedule",
@@ -435,6 +435,21 @@ class GridTargetSpec:
                  f"a {self.size}x{self.size} grid has {self.size ** 2} modes; give one weight each")
 
 
+@spec("target", "circle")
+class CircleTargetSpec:
+    """2-D Gaussian modes equally spaced on a circle around the origin, unequally weighted (a hard case)."""
+
+    modes: int = opt(9, doc="number of modes", min=1, max=1000)
+    radius: float = opt(5.0, doc="distance of every mode from the origin", min=0.0, min_open=True)
+    std: float = opt(0.5, doc="standard deviation of every mode", min=0.0, min_open=True)
+    weights: Optional[tuple[float, ...]] = opt(None, doc="one weight per mode, counter-clockwise from the positive "
+                                                         "x axis " + UNEQUAL_DOC, min=0.0, min_open=True)
+
+    def __post_init__(self):
+        _require(self.weights is None or len(self.weights) == self.modes, "target", "weights",
+                 f"needs one weight per mode ({self.modes})")
+
+
 @spec("target", "separated")
 class SeparatedTargetSpec:
     """d-dimensional mixture of far-apart Gaussian modes, at +-distance along the first coordinate axes."""
@@ -508,7 +523,7 @@ class PythonTargetSpec:
 
 
 TARGET_SAMPLERS = ("dilation", "ula", "mala", "convolution-mc")
-LAMBDA_GRIDS = ("geometric", "linear", "cosine")
+LAMBDA_GRIDS = ("geometric", "log-quadratic", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -520,10 +535,13 @@ class TargetSampleSpec:
                                        "Gaussian-convolution path, importance-sampled scores)", choices=TARGET_SAMPLERS)
     steps: int = opt(1000, doc="target-gradient evaluations per sample: the same budget for every sampler", min=1)
     levels: int = opt(100, doc="lambda levels from lambda_min to 1 (dilation, convolution-mc)", min=1)
-    lambda_min: float = opt(1e-4, doc="first lambda of the path (lambda = 0 is a Dirac at the origin)", min=0.0,
-                            max=1.0, min_open=True)
-    lambda_grid: str = opt("geometric", doc="spacing of the levels: geometric (log lambda linear in t), linear, "
-                                            "cosine", choices=LAMBDA_GRIDS)
+    lambda_min: float = opt(1e-4, doc="first lambda of the path (lambda = 0 is a Dirac at the origin); any "
+                                      "float > 0, 1e-300 included (convolution-mc starts at 1e-6 at least)",
+                            min=0.0, max=1.0, min_open=True)
+    lambda_grid: str = opt("geometric", doc="spacing of the levels in t from 0 to 1: geometric (log lambda linear "
+                                            "in t), log-quadratic (log lambda = (1 - t)^2 log lambda_min: the "
+                                            "contraction towards the origin fades linearly), linear, cosine",
+                           choices=LAMBDA_GRIDS)
     step_size: float = opt(0.05, doc="Langevin step h at lambda = 1; at level lambda of the dilation path the "
                                      "step is h * lambda", min=0.0, min_open=True)
     mala: bool = opt(False, doc="Metropolis-adjust every annealing step of the dilation path (MALA)")

@@ -13,6 +13,7 @@ Kinds, registered by name in `KINDS` (build.py maps recipe specs onto these cons
 
     gmm        Gaussian mixture: means K x d, weights K, isotropic stds K or covariances K x d x d
     grid       2-D grid of size x size Gaussian modes with unequal weights, centred on the origin
+    circle     2-D Gaussian modes with unequal weights, equally spaced on a circle around the origin
     separated  K Gaussian modes far apart in d dimensions, at +-distance along the first coordinate axes
     rings      2-D concentric rings: |x| ~ N(r_k, std^2) folded onto the plane, angle uniform
     funnel     Neal's funnel: v ~ N(0, scale^2), x_i | v ~ N(0, e^v) for the other d - 1 coordinates
@@ -200,6 +201,17 @@ def grid(size: int = 3, spacing: float = 4.0, std: float = 0.5, weights=None) ->
     means = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(k, 2)
     w = ramp_weights(k) if weights is None else weights
     return GaussianMixture(means, w, stds=torch.full((k,), float(std), dtype=torch.float64), kind="grid")
+
+
+@register("circle")
+def circle(modes: int = 9, radius: float = 5.0, std: float = 0.5, weights=None) -> GaussianMixture:
+    """Mode k at radius * (cos 2 pi k / K, sin 2 pi k / K); weights ∝ 1..K by default."""
+    if weights is not None and len(weights) != modes:
+        raise RecipeError(f"[target] weights: expected {modes} weights, one per mode")
+    angle = torch.arange(modes, dtype=torch.float64) * (2.0 * math.pi / modes)
+    means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+    w = ramp_weights(modes) if weights is None else weights
+    return GaussianMixture(means, w, stds=torch.full((modes,), float(std), dtype=torch.float64), kind="circle")
 
 
 @register("separated")
