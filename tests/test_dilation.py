@@ -112,6 +112,12 @@ def test_lambda_grids_and_budget_plans():
         lams = D.lambda_levels(kind, 7, 1e-4)
         assert lams[0] == pytest.approx(1e-4) and lams[-1] == 1.0 and all(a < b for a, b in zip(lams, lams[1:]))
     assert D.lambda_levels("geometric", 1, 1e-4) == [1.0]
+    # the pull towards the origin at the start: ln(1/lambda_min) / (h steps) for log-quadratic, half that geometric
+    per = D.plan_dilation(1000, 100, 0, False)
+    assert D.contraction(D.lambda_levels("log-quadratic", 100, 1e-100), per, 0.1) == pytest.approx(
+        math.log(1e100) / 100, rel=0.02)
+    assert D.contraction(D.lambda_levels("geometric", 100, 1e-100), per, 0.1) == pytest.approx(
+        math.log(1e100) / 200, rel=0.02)
     assert sum(D.plan_dilation(1000, 100, 0, False)) == 1000
     assert sum(D.plan_dilation(1000, 100, 10, True)) + 100 + 10 == 1000
     with pytest.raises(RecipeError, match="raise steps or lower levels"):

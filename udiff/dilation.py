@@ -107,6 +107,17 @@ def value_and_score(log_prob: LogProb, x: torch.Tensor, lam: float = 1.0):
     return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp), g
 
 
+def contraction(lams: list[float], per_level: list[int], step_size: float) -> float:
+    """c at the start of the path: the pull -c y towards the origin per unit Langevin time in y (0: no pull).
+
+    Between the first two levels, ln(lam_2 / lam_1) / 2 of log-contraction over the first level's per_level[0]
+    steps of Langevin time step_size each: c = (1/2) d log lam / d tau (module docstring).
+    """
+    if len(lams) < 2:
+        return 0.0
+    return 0.5 * math.log(lams[1] / lams[0]) / (max(per_level[0], 1) * step_size)
+
+
 def uniforms(noise: NoiseSource, stream: int, device) -> torch.Tensor:
     """(B,) uniforms in (0, 1), one per particle, from its own seed (24 bits of the counter hash)."""
     bits = noise.uniform_bits(stream, 1)[:, 0] >> 8
@@ -244,7 +255,8 @@ def sample_dilation(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: i
         stream += 2
         if progress:
             progress(1)
-    return chain.x, _stats(chain, "dilation", levels=levels, lambda_min=lambda_min, lambda_grid=lambda_grid)
+    return chain.x, _stats(chain, "dilation", levels=levels, lambda_min=lambda_min, lambda_grid=lambda_grid,
+                           contraction=contraction(lams, per_level, step_size))
 
 
 def sample_langevin(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: int = 1000, step_size: float = 0.05,

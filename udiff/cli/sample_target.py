@@ -116,6 +116,8 @@ def _human(r: dict, out) -> str:
         parts.append(f"SW2 {r['sw2']:.3f}")
     if "acceptance" in r:
         parts.append(f"acceptance {r['acceptance']:.2f}")
+    if r.get("contraction"):
+        parts.append(f"contraction {r['contraction']:.2g} at the start")
     if r.get("nonfinite"):
         parts.append(f"{r['nonfinite']} diverged")
     return text + ("; " + ", ".join(parts) if parts else "")
