@@ -108,6 +108,7 @@ def test_the_sampler_is_exact_where_x_would_underflow():
 
 
 def test_lambda_grids_and_budget_plans():
+    assert D.GRIDS == R.LAMBDA_GRIDS  # the recipe's choices (recipe.py imports no torch) are the sampler's grids
     for kind in R.LAMBDA_GRIDS:
         lams = D.lambda_levels(kind, 7, 1e-4)
         assert lams[0] == pytest.approx(1e-4) and lams[-1] == 1.0 and all(a < b for a, b in zip(lams, lams[1:]))

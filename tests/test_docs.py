@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import sys
 
 from conftest import ROOT
@@ -20,8 +21,6 @@ def test_man_pages_are_up_to_date():
 
 
 def test_completions_are_up_to_date_and_complete_commands():
-    import subprocess
-
     for name, text in completions().items():
         assert _read("completions", name) == text, f"completions/{name} is stale"
     env = dict(os.environ, _UDIFF_COMPLETE="bash_complete", COMP_WORDS="udiff sa", COMP_CWORD="1")

@@ -54,7 +54,6 @@ from .errors import RecipeError
 from .rng import NoiseSource
 
 SAMPLERS = ("dilation", "ula", "mala", "convolution-mc")
-GRIDS = ("geometric", "log-quadratic", "linear", "cosine")
 ADAPT_RATE = 0.05        # Robbins-Monro gain of log h per step towards the target acceptance rate (our choice)
 CONV_START_STEP = 0.1    # convolution path: step at lam -> 0, where mu_lam is ~ N(0, I) (our choice)
 CONV_LAMBDA_FLOOR = 1e-6  # convolution path: below this lam, mu_lam is N(0, I) to 1e-3 in scale (our choice)
@@ -66,26 +65,24 @@ LogProb = Callable[[torch.Tensor], torch.Tensor]
 # The path
 
 
+# lam at t in [0, 1] from lambda_min (lm) to 1, one small rule per grid name (all our choice)
+LAMBDA_GRIDS: dict[str, Callable[[float, float], float]] = {
+    "geometric": lambda t, lm: lm ** (1.0 - t),                                    # log lam linear in t
+    "log-quadratic": lambda t, lm: lm ** ((1.0 - t) ** 2),                         # log lam quadratic in t
+    "linear": lambda t, lm: lm + (1.0 - lm) * t,                                   # lam linear in t
+    "cosine": lambda t, lm: lm + (1.0 - lm) * math.sin(0.5 * math.pi * t) ** 2,    # cosine in t
+}
+GRIDS = tuple(LAMBDA_GRIDS)
+
+
 def lambda_levels(kind: str, levels: int, lambda_min: float) -> list[float]:
     """lam_1 = lambda_min < ... < lam_K = 1 (one level gives [1.0]); t = k / (K - 1) on [0, 1]."""
+    if kind not in LAMBDA_GRIDS:
+        raise RecipeError(f"[sample] lambda_grid: {kind!r} is not allowed (allowed: {', '.join(GRIDS)})")
     if levels == 1:
         return [1.0]
-    out = []
-    for k in range(levels):
-        t = k / (levels - 1)
-        if kind == "geometric":
-            lam = lambda_min ** (1.0 - t)                                  # log lam linear in t (our choice)
-        elif kind == "log-quadratic":
-            lam = lambda_min ** ((1.0 - t) ** 2)                           # log lam quadratic in t (our choice)
-        elif kind == "linear":
-            lam = lambda_min + (1.0 - lambda_min) * t                      # lam linear in t (our choice)
-        elif kind == "cosine":
-            lam = lambda_min + (1.0 - lambda_min) * math.sin(0.5 * math.pi * t) ** 2  # cosine in t (our choice)
-        else:
-            raise RecipeError(f"[sample] lambda_grid: {kind!r} is not allowed (allowed: {', '.join(GRIDS)})")
-        out.append(lam)
-    out[-1] = 1.0
-    return out
+    rule = LAMBDA_GRIDS[kind]
+    return [rule(k / (levels - 1), lambda_min) for k in range(levels - 1)] + [1.0]
 
 
 def dilated_log_prob(log_prob: LogProb, x: torch.Tensor, lam: float) -> torch.Tensor:

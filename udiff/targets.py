@@ -186,6 +186,13 @@ def ramp_weights(k: int) -> torch.Tensor:
     return torch.arange(1, k + 1, dtype=torch.float64)
 
 
+def _equal_widths(means: torch.Tensor, weights, std: float, kind: str) -> GaussianMixture:
+    """The hard cases' mixture: every mode N(m_k, std^2 I), weights ∝ 1..K unless given."""
+    k = means.shape[0]
+    w = ramp_weights(k) if weights is None else weights
+    return GaussianMixture(means, w, stds=torch.full((k,), float(std), dtype=torch.float64), kind=kind)
+
+
 @register("gmm")
 def gmm(means, weights=None, stds=None, covs=None) -> GaussianMixture:
     return GaussianMixture(means, weights, stds, covs, kind="gmm")
@@ -199,8 +206,7 @@ def grid(size: int = 3, spacing: float = 4.0, std: float = 0.5, weights=None) ->
         raise RecipeError(f"[target] weights: a {size}x{size} grid has {k} modes; give {k} weights (row by row)")
     c = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0) * spacing
     means = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(k, 2)
-    w = ramp_weights(k) if weights is None else weights
-    return GaussianMixture(means, w, stds=torch.full((k,), float(std), dtype=torch.float64), kind="grid")
+    return _equal_widths(means, weights, std, "grid")
 
 
 @register("circle")
@@ -210,8 +216,7 @@ def circle(modes: int = 9, radius: float = 5.0, std: float = 0.5, weights=None) 
         raise RecipeError(f"[target] weights: expected {modes} weights, one per mode")
     angle = torch.arange(modes, dtype=torch.float64) * (2.0 * math.pi / modes)
     means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
-    w = ramp_weights(modes) if weights is None else weights
-    return GaussianMixture(means, w, stds=torch.full((modes,), float(std), dtype=torch.float64), kind="circle")
+    return _equal_widths(means, weights, std, "circle")
 
 
 @register("separated")
@@ -225,8 +230,7 @@ def separated(dim: int = 10, modes: int = 4, distance: float = 8.0, std: float =
     means = torch.zeros(modes, dim, dtype=torch.float64)
     for i in range(modes):
         means[i, i // 2] = distance if i % 2 == 0 else -distance
-    w = ramp_weights(modes) if weights is None else weights
-    return GaussianMixture(means, w, stds=torch.full((modes,), float(std), dtype=torch.float64), kind="separated")
+    return _equal_widths(means, weights, std, "separated")
 
 
 # ---------------------------------------------------------------------------------------------------
