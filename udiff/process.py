@@ -167,12 +167,17 @@ class VP(Process):
         var = lvl_t.sigma2 * -torch.expm1(lvl_s.gamma - lvl_t.gamma)
         return a * z + _as(var.clamp_min(0).sqrt(), z) * xi
 
-    def ancestral_step(self, z, eps_hat, lvl_t, lvl_s, xi):
-        # VDM ancestral step: z_s = (alpha_s/alpha_t)(z_t - sigma_t c eps_hat) + sqrt(c sigma_s^2) xi,
-        # c = -expm1(gamma_s - gamma_t) (algorithms.md §1.7)
+    def posterior(self, z, eps_hat, lvl_t, lvl_s):
+        """q(z_s | z_t, x0 = x0_hat(eps_hat)) = N(mean, var) for s < t: mean (B, 1, *event) in z's dtype and
+        var float64 broadcastable to it. VDM eq. 20-25 in its stable form: mean = (alpha_s/alpha_t)(z_t -
+        sigma_t c eps_hat), var = c sigma_s^2, c = -expm1(gamma_s - gamma_t) (algorithms.md §1.7)."""
         c = -torch.expm1(lvl_s.gamma - lvl_t.gamma)
         mean = (lvl_s.alpha / lvl_t.alpha).to(z.dtype) * (z - _as(lvl_t.sigma * c, z) * eps_hat)
-        return mean + _as((c * lvl_s.sigma2).sqrt(), z) * xi
+        return mean, c * lvl_s.sigma2
+
+    def ancestral_step(self, z, eps_hat, lvl_t, lvl_s, xi):
+        mean, var = self.posterior(z, eps_hat, lvl_t, lvl_s)
+        return mean + _as(var.sqrt(), z) * xi
 
     def ddim_step(self, z, eps_hat, lvl_t, lvl_s, xi, eta=0.0):
         # DDIM: z_s = alpha_s x0_hat + sqrt(sigma_s^2 - s_eta^2) eps_hat + s_eta xi, s_eta^2 = eta^2 c sigma_s^2
