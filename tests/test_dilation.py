@@ -111,7 +111,7 @@ def test_lambda_grids_and_budget_plans():
     assert D.GRIDS == R.LAMBDA_GRIDS  # the recipe's choices (recipe.py imports no torch) are the sampler's grids
     for kind in R.LAMBDA_GRIDS:
         lams = D.lambda_levels(kind, 7, 1e-4)
-        assert lams[0] == pytest.approx(1e-4) and lams[-1] == 1.0 and all(a < b for a, b in zip(lams, lams[1:]))
+        assert lams[0] == pytest.approx(1e-4) and lams[-1] == pytest.approx(1.0, abs=1e-12) and all(a < b for a, b in zip(lams, lams[1:]))
     assert D.lambda_levels("geometric", 1, 1e-4) == [1.0]
     # the pull towards the origin at the start: ln(1/lambda_min) / (h steps) for log-quadratic, half that geometric
     per = D.plan_dilation(1000, 100, 0, False)

@@ -20,7 +20,8 @@ from udiff import artifacts
 from udiff import likelihood as L
 from udiff import recipe as R
 from udiff.build import build_model, fit_basis
-from udiff.process import VP, psld
+from udiff.phase_space import psld
+from udiff.process import VP
 from udiff.schedule import Schedule, VDMLearned, VDMLinear, VPLinear
 
 
@@ -154,9 +155,8 @@ def test_hsm_extra_term_is_closed_form():
     sched = VPLinear(8.0, 8.0)
     t = torch.logspace(-3, 0, 20001, dtype=torch.float64)  # the integrand goes like 1/t
     lvl = sched.level(t, 1)
-    _, s_h = hsm.kernel(lvl)
-    _, s_d = dsm.kernel(lvl)
-    gg = lvl.beta.flatten()[:, None, None] * hsm.GG
+    s_h, s_d = hsm.cov(lvl), dsm.cov(lvl)
+    gg = (torch.sigmoid(lvl.gamma) * lvl.dgamma).flatten()[:, None, None] * hsm.GG  # beta G G^T per unit t
     extra = (gg * (torch.linalg.inv(s_d[:, 0]) - torch.linalg.inv(s_h[:, 0]))).sum((-2, -1))  # tr(A B), B sym.
     info = 0.5 * (torch.logdet(s_h[:, 0]) - torch.logdet(s_d[:, 0]))
     integral = float(torch.trapezoid(0.5 * extra, t))

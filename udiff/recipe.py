@@ -36,6 +36,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from . import registry as REG
 from .errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -147,6 +148,17 @@ class FittedPriorSpec:
 @spec("process", "vp")
 class VPSpec:
     """Variance-preserving diffusion, k = 1: z_t = alpha_t x + sigma_t eps, alpha^2 + sigma^2 = 1."""
+
+
+@spec("process", "ve")
+class VESpec:
+    """Variance-exploding diffusion, k = 1: z_t = x + sigma_t eps, sigma^2 = e^gamma; the schedule's gamma range
+    sets sigma_min and sigma_max (vdm-linear from 2 ln sigma_min to 2 ln sigma_max is SMLD's geometric sigma)."""
+
+
+@spec("process", "sub-vp")
+class SubVPSpec:
+    """Sub-VP diffusion (Song et al. 2021), k = 1: VP's drift with less noise, sigma_t = 1 - e^{-B}."""
 
 
 CLOCK_DOC = ("Phase-space processes run on the schedule's clock B(t) = int beta = softplus(gamma(t)); PSLD's "
@@ -297,8 +309,11 @@ class SoftConditioningSpec:
                  "softness_range", "must be [lo, hi] with lo <= hi")
 
 
-NET_COND = ("gamma", "t", "gamma-map")
-COND_DOC = "noise conditioning: gamma (mean -log SNR), t, or gamma-map (the whole gamma vector as input channels)"
+NET_COND = REG.NET_COND.names()
+COND_DOC = "noise conditioning: " + REG.NET_COND.doc()
+PRECONDS = REG.PRECONDS.names()
+PRECOND_DOC = "what the network predicts: " + REG.PRECONDS.doc()
+SIGMA_DATA_DOC = "edm preconditioning: the data's standard deviation sigma_data (EDM: 0.5)"
 
 
 @spec("net", "unet")
@@ -313,6 +328,8 @@ class UNetSpec:
     attn_resolutions: Optional[tuple[int, ...]] = opt(None, doc="resolutions with self-attention", min=1)
     dropout: Optional[float] = opt(None, doc="dropout probability", min=0.0, max=1.0)
     cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
+    precond: str = opt("eps", doc=PRECOND_DOC, choices=PRECONDS)
+    sigma_data: float = opt(0.5, doc=SIGMA_DATA_DOC, min=0.0, min_open=True)
     fourier_features: tuple[int, ...] = opt((), doc="exponents n of extra input channels sin and cos(2^n 2 pi "
                                                     "z) per state channel (VDM: [6, 7]); [] = none", min=0, max=16)
 
@@ -325,6 +342,8 @@ class MLPSpec:
     depth: int = opt(4, doc="number of residual blocks", min=1)
     dropout: float = opt(0.0, doc="dropout probability", min=0.0, max=1.0)
     cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
+    precond: str = opt("eps", doc=PRECOND_DOC, choices=PRECONDS)
+    sigma_data: float = opt(0.5, doc=SIGMA_DATA_DOC, min=0.0, min_open=True)
 
 
 @spec("net", "gaussian")
@@ -334,7 +353,7 @@ class GaussianNetSpec:
     jitter: float = opt(0.0, doc="added to the covariance diagonal", min=0.0)
 
 
-WEIGHTINGS = ("uniform", "vlb", "min-snr")
+WEIGHTINGS = REG.WEIGHTINGS.names()
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -350,9 +369,11 @@ class TrainSpec:
     grad_clip: float = opt(1.0, doc="clip the gradient norm to this (0 = off)", min=0.0)
     ema: float = opt(0.9999, doc="EMA decay of the weights", min=0.0, max=1.0)
     ema_warmup: bool = opt(True, doc="EMA decay min(ema, (1+step)/(10+step)) early on")
-    weighting: str = opt("uniform", doc="epsilon-MSE weighting: uniform, min-snr (min(SNR, 5)/SNR), or vlb: the "
-                                       "whole variational bound per dim (1/2 gamma' for VP, plus the prior and "
-                                       "reconstruction terms; trains a learned schedule)", choices=WEIGHTINGS)
+    weighting: str = opt("uniform", doc="epsilon-MSE weighting: " + REG.WEIGHTINGS.doc(), choices=WEIGHTINGS)
+    times: str = opt("stratified", doc="training noise levels: " + REG.TIMES.doc(), choices=REG.TIMES.names())
+    p_mean: float = opt(-1.2, doc="log-normal times: mean of ln sigma (EDM: -1.2)")
+    p_std: float = opt(1.2, doc="log-normal times: standard deviation of ln sigma (EDM: 1.2)", min=0.0,
+                       min_open=True)
     checkpoint_every: int = opt(1000, doc="write a resumable checkpoint every N steps (0 = only at the end)",
                                 min=0)
     seed: int = opt(0, doc="seed of the run (data order, times, noise, dropout)", min=0, max=2**31 - 1)
@@ -362,18 +383,17 @@ class TrainSpec:
                                             "networks are launch-bound without it), on the CPU no]")
 
 
-SAMPLERS = ("ancestral", "ddim", "em", "heun", "rk45", "sscs")
-GRIDS = ("uniform", "quadratic", "edm")
+SAMPLERS = REG.SAMPLERS.names()
+GRIDS = REG.GRIDS.names()
 
 
 @spec("sample")
 class SampleSpec:
-    sampler: str = opt("ancestral", doc="ancestral (VDM), em (Euler-Maruyama), ddim, heun (PF-ODE), rk45 "
-                                        "(adaptive PF-ODE), sscs (splitting, phase-space processes)",
-                       choices=SAMPLERS)
-    steps: Optional[int] = opt(None, doc="steps from t = 1 to t_end [default: the sampler's]", min=1)
-    grid: Optional[str] = opt(None, doc="time grid: uniform, quadratic or edm [default: the sampler's]",
-                              choices=GRIDS)
+    sampler: Optional[str] = opt(None, doc="sampler [default: measured per process and schedule, see udiff "
+                                           "sample --help]: " + REG.SAMPLERS.doc(), choices=SAMPLERS)
+    steps: Optional[int] = opt(None, doc="steps from t = 1 to t_end [default: the sampler's, measured per "
+                                         "process and schedule]", min=1)
+    grid: Optional[str] = opt(None, doc="time grid [default: the sampler's]: " + REG.GRIDS.doc(), choices=GRIDS)
     rho: float = opt(7.0, doc="exponent of the edm grid", min=0.0, min_open=True)
     eta: float = opt(0.0, doc="DDIM stochasticity (0 = deterministic, 1 = ancestral)", min=0.0, max=1.0)
     t_end: Optional[float] = opt(None, doc="last time before the final denoising step [default: the "
@@ -381,6 +401,13 @@ class SampleSpec:
     denoise: bool = opt(True, doc="finish with a denoising step (one more network evaluation)")
     rtol: float = opt(1e-5, doc="rk45: relative tolerance of the adaptive solver", min=0.0, min_open=True)
     atol: float = opt(1e-5, doc="rk45: absolute tolerance of the adaptive solver", min=0.0, min_open=True)
+    sscs_score_time: str = opt("start", doc="sscs: evaluate the score at the step's start (as the CLD/PSLD code) "
+                                            "or its midpoint", choices=REG.SSCS_SCORE_TIMES)
+    s_churn: float = opt(0.0, doc="edm sampler: EDM's S_churn, the stochasticity (0 = deterministic Heun)", min=0.0)
+    s_tmin: float = opt(0.0, doc="edm sampler: churn only where sigma/alpha >= s_tmin", min=0.0)
+    s_tmax: Optional[float] = opt(None, doc="edm sampler: churn only where sigma/alpha <= s_tmax [default: no "
+                                            "limit]", min=0.0)
+    s_noise: float = opt(1.0, doc="edm sampler: scale of the noise added back (EDM's S_noise)", min=0.0)
     batch_size: int = opt(256, doc="samples per batch (does not change the samples)", min=1)
     ema: bool = opt(True, doc="use the EMA weights")
     softness: Optional[float] = opt(None, doc="soft-conditioning schedules: sample along this softness "
@@ -777,6 +804,9 @@ def _cross_checks(s: dict) -> None:
     if getattr(sched, "kind", "") == "vdm-learned" and s["train"].weighting != "vlb" and net.kind != "gaussian":
         raise RecipeError("[train] weighting: a learned schedule ([schedule] kind = \"vdm-learned\") is trained "
                           f"by the bound; set weighting = \"vlb\" (got {s['train'].weighting!r})")
+    if s["train"].weighting == "vlb" and s["train"].times != "stratified":
+        raise RecipeError("[train] times: the bound's estimator needs uniform times; set times = \"stratified\" "
+                          "with weighting = \"vlb\"")
 
 
 def _check_section_name(name: str, origin: str):

@@ -1,9 +1,8 @@
 """Noise schedules: gamma(t) = -log SNR(t), per component, and the noise level they define at time t.
 
-Conventions (VDM, GUD): t in [0, 1], t = 0 is data, t = 1 is the prior; gamma is increasing in t;
-sigma_t^2 = sigmoid(gamma_t), alpha_t^2 = sigmoid(-gamma_t), SNR = exp(-gamma). The equivalent SDE rate is
-beta(t) = sigma_t^2 gamma'(t) and the integrated rate B(t) = softplus(gamma_t) (so a phase-space process,
-which runs on B, is driven by the same schedule object).
+Conventions (VDM, GUD): t in [0, 1], t = 0 is data, t = 1 is the prior; gamma is increasing in t. What
+gamma means for the state is the process's business (udiff/process.py): for VP, sigma_t^2 = sigmoid(gamma_t)
+and SNR = exp(-gamma); phase-space processes run on the clock B = softplus(gamma); VE has sigma^2 = e^gamma.
 
 A schedule returns gamma of shape (B,) for a scalar schedule or (B, *event) for a component-wise one;
 `level(t, event_ndim)` wraps it into a `NoiseLevel` shaped (B, 1, *e) so it broadcasts against a process
@@ -24,41 +23,12 @@ from torch import nn
 
 @dataclass(frozen=True)
 class NoiseLevel:
-    """gamma(t) and gamma'(t), float64, shaped (B or 1, 1, *e) to broadcast against a state (B, k, *event)."""
+    """gamma(t) and gamma'(t), float64, shaped (B or 1, 1, *e) to broadcast against a state (B, k, *event).
+    A process reads what the level means for its state (process.Process)."""
 
     t: torch.Tensor
     gamma: torch.Tensor
     dgamma: torch.Tensor
-
-    @property
-    def alpha2(self):
-        return torch.sigmoid(-self.gamma)
-
-    @property
-    def sigma2(self):
-        return torch.sigmoid(self.gamma)
-
-    @property
-    def alpha(self):
-        return torch.sigmoid(-self.gamma).sqrt()
-
-    @property
-    def sigma(self):
-        return torch.sigmoid(self.gamma).sqrt()
-
-    @property
-    def snr(self):
-        return torch.exp(-self.gamma)
-
-    @property
-    def beta(self):
-        """SDE rate beta = sigma^2 gamma' (algorithms.md §0)."""
-        return torch.sigmoid(self.gamma) * self.dgamma
-
-    @property
-    def integrated_rate(self):
-        """B(t) = int_0^t beta = softplus(gamma): the clock of a phase-space process."""
-        return F.softplus(self.gamma)
 
     def label(self) -> torch.Tensor:
         """One scalar per item for network conditioning: the mean gamma over components, shape (B,)."""
@@ -110,8 +80,8 @@ class Schedule(nn.Module):
 
     @property
     def gamma_range(self) -> tuple[float, float]:
-        """(gamma(t_min), gamma(1)) of a scalar schedule."""
-        ends = self.gamma(torch.tensor([self.t_min, 1.0], dtype=torch.float64))
+        """(gamma(t_min), gamma(1)), the mean over components for a component-wise schedule."""
+        ends = self.gamma(torch.tensor([self.t_min, 1.0], dtype=torch.float64)).reshape(2, -1).mean(1)
         return float(ends[0]), float(ends[1])
 
 
