@@ -3,7 +3,7 @@
 Every artifact is a plain safetensors file (never a pickle) whose string metadata says what it is:
 
     format          "pt" (what other safetensors tools look for)
-    udiff.kind      model | checkpoint | samples | ...   (a command refuses the wrong kind)
+    udiff.kind      model | checkpoint | samples | basis | classifier | stats   (a command refuses the wrong kind)
     udiff.format    integer version of this layout
     udiff.recipe    the full resolved recipe as canonical JSON (absent for artifacts without one)
     udiff.version   the udiff version that wrote it;  torch.version likewise
@@ -34,12 +34,14 @@ from . import __version__
 from .errors import ArtifactError
 
 FORMAT = 1
-KINDS = ("model", "checkpoint", "samples", "basis")
+KINDS = ("model", "checkpoint", "samples", "basis", "classifier", "stats")
 MAKERS = {  # how to make an artifact of each kind, for error messages
     "basis": "udiff fit-basis",
     "model": "udiff train",
     "checkpoint": "udiff train (it writes MODEL.ckpt.safetensors while training)",
     "samples": "udiff sample",
+    "classifier": 'udiff train on a recipe with [net] kind = "classifier"',
+    "stats": "udiff eval-fid --save-ref",
 }
 
 

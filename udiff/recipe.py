@@ -7,7 +7,7 @@ A recipe is the whole experiment, one section per part of the model (see the REA
     [prior]     the terminal distribution                     (kind = "standard", ...)
     [process]   the linear SDE per component                  (kind = "vp", ...)
     [schedule]  gamma(t) = -log SNR(t) per component           (kind = "vdm-linear" | "vp-linear" | "cosine", ...)
-    [net]       the epsilon-prediction network                (kind = "unet" | "mlp" | "gaussian")
+    [net]       the epsilon-prediction network                (kind = "unet" | "mlp" | "gaussian"; or "classifier")
     [train]     the optimisation loop                         (TrainSpec)
     [sample]    how `udiff sample` draws from the model       (SampleSpec)
 
@@ -351,6 +351,22 @@ class GaussianNetSpec:
     """The exact denoiser for Gaussian data, fitted (mean, covariance) from the data, no gradient steps."""
 
     jitter: float = opt(0.0, doc="added to the covariance diagonal", min=0.0)
+
+
+@spec("net", "classifier")
+class ClassifierSpec:
+    """A small CNN classifier of clean labelled images, not a diffusion model: `udiff train` fits it by cross-entropy
+    (AdamW, [train] steps, batch_size, lr with linear warm-up then cosine decay, weight_decay, grad_clip, seed;
+    no EMA, no checkpoints) and writes a `classifier` artifact, whose penultimate features `udiff eval-fid
+    --extractor classifier:PATH` compares."""
+
+    channels: int = opt(32, doc="channels of the first of three stages (doubled at each 2x pooling)", min=1)
+    features: int = opt(128, doc="width of the penultimate layer: the features eval-fid compares", min=2)
+    dropout: float = opt(0.0, doc="dropout before the last layer", min=0.0, max=1.0)
+    test: Optional[str] = opt(None, doc='held-out labelled data for the test accuracy [default: the ":test" split of '
+                                        'a ":train" source, else the last `holdout` fraction of the data]')
+    holdout: float = opt(0.1, doc="fraction of the data held out when there is no test split", min=0.0, max=0.5,
+                         min_open=True)
 
 
 WEIGHTINGS = REG.WEIGHTINGS.names()

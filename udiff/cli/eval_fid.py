@@ -1,8 +1,169 @@
-"""`udiff eval-fid`: FID against reference statistics.
+"""`udiff eval-fid SAMPLES --ref REF`: FID (and KID, precision/recall) of images against reference statistics."""
 
-Registered so that scripts can rely on the name; not yet implemented.
-"""
+from __future__ import annotations
 
-from .options import not_yet
+import click
 
-command = not_yet("eval-fid", "FID against reference statistics")
+from ..recipe import GRIDS, SAMPLERS
+from .options import device_option, emit, json_option, override, resolve_device, set_option, stderr_is_terminal
+
+
+@click.command("eval-fid", short_help="FID, KID and precision/recall of samples against a reference.")
+@click.argument("samples_path", metavar="SAMPLES")
+@click.option("--ref", "ref", required=True, metavar="REF",
+              help="Reference: a data source (e.g. fashion-mnist:test) or a stats artifact written by --save-ref.")
+@click.option("--metrics", default="fid", show_default=True, metavar="LIST",
+              help="Comma-separated metrics: fid, kid, prc (precision and recall).")
+@click.option("--extractor", default="inception", show_default=True, metavar="NAME",
+              help="Feature extractor: inception (torch-fidelity's inception-v3-compat; needs --weights) or "
+                   "classifier:PATH (a classifier artifact from udiff train).")
+@click.option("--weights", metavar="PATH",
+              help="Inception weights file, torch-fidelity's weights-inception-2015-12-05-6726825d.pth [default: "
+                   "that file in torch's hub cache, if there]. Never downloaded.")
+@click.option("--save-ref", metavar="STATS", help="Also write the reference statistics as a stats artifact.")
+@click.option("-n", "--num", type=click.IntRange(min=1), metavar="N",
+              help="Number of samples: drawn from a MODEL (seeds SEED..SEED+N-1), else the first N images.")
+@click.option("--seeds", metavar="LIST", help="MODEL: seeds, e.g. 0-1999: sample k uses seed k.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
+              help="MODEL: first seed when only -n is given.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), help="MODEL: sampler; overrides [sample] sampler.")
+@click.option("--steps", type=click.IntRange(min=1), metavar="K", help="MODEL: steps; overrides [sample] steps.")
+@click.option("--time-grid", type=click.Choice(GRIDS), help="MODEL: time grid; overrides [sample] grid.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="B",
+              help="MODEL: samples per batch; overrides [sample] batch_size.")
+@click.option("--no-ema", is_flag=True, help="MODEL: use the raw weights instead of the EMA weights.")
+@set_option
+@device_option
+@json_option
+def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds, seed, sampler, steps, time_grid,
+            batch_size, no_ema, overrides, device, as_json):
+    """Compare the images of SAMPLES with those of REF in the feature space of an extractor: the Fréchet
+    distance (FID), and on request KID and precision/recall, computed by torch-fidelity's own code.
+
+    SAMPLES is a samples artifact (udiff sample), a data source, or a model artifact with -n N: its samples
+    are then drawn batch by batch as `udiff sample` would draw them (same seeds, same images) and no
+    picture is written. REF is a data source or a stats artifact saved earlier with --save-ref: the same
+    numbers, without reading the reference images again.
+
+    The output records what was measured: the extractor and the SHA-256 of its weights, the feature layer,
+    how images were fed to it, the SHA-256 of the reference statistics and of the sample images, the numbers
+    of images and torch-fidelity's version. For 28x28 grey images, where Inception features say little, use
+    the penultimate features of a classifier trained on the data (recipes/classifier-fashion-mnist.toml).
+
+    \b
+    udiff eval-fid run/samples.safetensors --ref cifar10:cifar-10-python.tar.gz:train --weights inception.pth
+    udiff eval-fid run/model.safetensors -n 10000 --ref fashion-mnist:test \\
+        --extractor classifier:run/classifier.safetensors --save-ref run/fm-test.safetensors --json
+    udiff eval-fid run/model.safetensors -n 10000 --ref run/fm-test.safetensors \\
+        --extractor classifier:run/classifier.safetensors --metrics fid,kid,prc
+    """
+    from .. import data as D
+    from .. import fid
+    from ..errors import DataError
+
+    if save_ref == "-" and as_json:
+        raise click.UsageError("--json and --save-ref - both write to stdout; choose one")
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+    bad = [m for m in wanted if m not in fid.METRICS]
+    if bad or not wanted:
+        raise click.UsageError(f"--metrics {metrics}: {'unknown metric ' + repr(bad[0]) if bad else 'empty'} "
+                               f"(allowed: {', '.join(fid.METRICS)})")
+    sampling = {"--seeds": seeds, "--sampler": sampler, "--steps": steps, "--time-grid": time_grid,
+                "--batch-size": batch_size, "--no-ema": no_ema or None, "--set": overrides or None}
+
+    import time
+
+    from .. import artifacts
+
+    t0 = time.perf_counter()
+    art = None if D.is_source(samples_path) else artifacts.load(samples_path, ("samples", "model", "checkpoint"))
+    is_model = art is not None and art.kind in ("model", "checkpoint")
+    given = [k for k, v in sampling.items() if v is not None]
+    if given and not is_model:
+        raise click.UsageError(f"{given[0]}: applies when SAMPLES is a model artifact; {samples_path} is not one")
+    ext = fid.extractor(extractor, weights)
+    dev = resolve_device(device)
+    bar = None
+    if is_model:
+        samples, bar = _model_samples(art, num, seeds, seed, sampler, steps, time_grid, batch_size, no_ema,
+                                      overrides, dev)
+    elif art is not None:
+        samples = fid.image_set(samples_path, art.tensors.get("images"), num)
+    else:
+        samples = fid.image_set(samples_path, D.load(samples_path).images, num, what="holds")
+    ext.check(samples.shape)
+
+    if D.is_source(ref):
+        ref_images = fid.image_set(ref, D.load(ref).images)
+        ref_shape, ref_stats, ref_desc = ref_images.shape, None, {"source": ref}
+    else:
+        ref_stats, ref_desc = fid.load_stats(ref)
+        fid.check_compatible(ref_desc, ext, ref)
+        ref_shape = tuple(ref_desc.get("shape", ()))
+    if ref_shape != samples.shape:
+        raise DataError(f"{samples_path}: images of shape {samples.shape}, but the reference {ref} holds images of "
+                        f"shape {ref_shape}; compare images of one shape")
+
+    module = ext.build(dev)
+    if ref_stats is None:
+        ref_stats, ref_images_sha = fid.measure(module, ext, ref_images, dev)
+        ref_desc = {"source": ref, "shape": list(ref_shape), "images_sha256": ref_images_sha,
+                    "extractor": ext.name, "extractor_kind": ext.kind, "extractor_sha256": ext.sha256,
+                    "feature_layer": ext.layer, "handling": ext.handling}
+    sample_stats, samples_sha = fid.measure(module, ext, samples, dev)
+    if bar:
+        bar.close()
+    result = fid.compare(sample_stats, ref_stats, wanted)
+    record = {**result, "n_samples": sample_stats.n, "n_ref": ref_stats.n, "samples": samples_path,
+              "samples_sha256": samples_sha, "ref": ref, "ref_source": ref_desc.get("source"),
+              "ref_sha256": ref_stats.sha256(), "extractor": ext.name, "extractor_sha256": ext.sha256,
+              "feature_layer": ext.layer, "feature_dim": int(ref_stats.mu.shape[0]), "handling": ext.handling,
+              "torch_fidelity_version": fid.TORCH_FIDELITY_VERSION, **samples.info,
+              "seconds": round(time.perf_counter() - t0, 3), "device": str(dev)}
+    if save_ref:  # features too when they will be needed: KID or precision/recall asked (or already in REF)
+        keep = bool({"kid", "prc"} & set(wanted)) if D.is_source(ref) else ref_stats.feats is not None
+        fid.save_stats(save_ref, ref_stats, ref_desc, with_features=keep, result=record)
+    emit(as_json, record, _human(record))
+
+
+def _model_samples(art, num, seeds, seed, sampler, steps, time_grid, batch_size, no_ema, overrides, dev):
+    """SAMPLES is a model: its draws at the recipe's [sample] settings, overridden as `udiff sample` allows;
+    and a progress bar when stderr is a terminal."""
+    from .. import fid
+    from ..rng import parse_seeds
+    from ..sampling import ModelSampler
+    from .sample import restrict_to_sample
+
+    seed_list = parse_seeds(seeds) if seeds else None
+    if seed_list is not None and num is not None and num != len(seed_list):
+        raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
+    if seed_list is None:
+        if num is None:
+            raise click.UsageError(f"{art.path} is a model: give -n N (how many samples to draw) or --seeds LIST")
+        seed_list = list(range(seed, seed + num))
+    restrict_to_sample(overrides)
+    extra = list(overrides)
+    for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
+        if val is not None:
+            extra.append(override("sample", key, val))
+    draws = ModelSampler.of(art, extra, no_ema=no_ema, device=dev)
+    bar = None
+    if stderr_is_terminal():
+        import sys
+
+        from tqdm import tqdm
+        bar = tqdm(total=len(seed_list), unit="sample", file=sys.stderr, dynamic_ncols=True)
+    return fid.model_image_set(draws, seed_list, progress=bar.update if bar else None), bar
+
+
+def _human(r: dict) -> str:
+    parts = [f"FID {r['fid']:.4f}"] if "fid" in r else []
+    if "kid_mean" in r:
+        parts.append(f"KID {r['kid_mean']:.5f} ± {r['kid_std']:.5f}")
+    if "precision" in r:
+        parts.append(f"precision {r['precision']:.4f}, recall {r['recall']:.4f}")
+    how = r.get("sampling")
+    made = f" ({how['sampler']} {how['steps']} steps, {how['seconds']:.1f} s)" if how else ""
+    return (f"udiff eval-fid: {'; '.join(parts)} of {r['n_samples']} images of {r['samples']}{made} against "
+            f"{r['n_ref']} of {r['ref_source']}; {r['extractor']} features {r['feature_layer']} "
+            f"({r['feature_dim']}), {r['handling']}; {r['seconds']:.1f} s on {r['device']}")
