@@ -16,7 +16,6 @@ import pytest
 import scipy.linalg
 import torch
 from safetensors.torch import save_file
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from conftest import PYTHON, RECIPES, invoke, write
@@ -45,26 +44,12 @@ warmup = 10
 PROJ = torch.randn(12, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64) / 8
 
 
-class Projection(FeatureExtractorBase):
+class Projection(fid.Features):
+    FEATURES = ("proj",)
+
     def __init__(self, name, features_list, nan=False, **kwargs):
         super().__init__(name, features_list)
         self.nan = nan
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("proj",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "proj"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return None
 
     def forward(self, x):
         h = torch.tanh((x.reshape(len(x), -1).double() / 127.5 - 1) @ PROJ.T).float()

@@ -10,7 +10,6 @@ classifier:PATH` compares (fid.py).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from .data import Dataset, to_unit
 from .errors import DataError
 from .rng import step_seed
-from .train import BatchOrder, TrainingDiverged
+from .train import BatchOrder, LossLog
 
 LABELLED = "digits, fashion-mnist, mnist, cifar10, tensors with a `labels` key, folder with class sub-folders"
 
@@ -83,12 +82,8 @@ def fit(net, data: Dataset, test: Dataset, test_source: str, spec, *, hflip: boo
                             weight_decay=spec.weight_decay)
     images, labels = data.images.to(dev), data.labels.to(dev)
     order = BatchOrder(len(data), spec.batch_size, spec.seed)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=spec.steps, file=sys.stderr, unit="step", dynamic_ncols=True)
+    log = LossLog(spec.steps, device=dev, progress=progress, what="classifier training")
     t0 = time.perf_counter()
-    loss_acc, n_acc, last = torch.zeros((), device=dev), 0, float("nan")
     for step in range(spec.steps):
         torch.manual_seed(step_seed(spec.seed, step))
         idx = order.indices(step).to(dev)
@@ -104,25 +99,12 @@ def fit(net, data: Dataset, test: Dataset, test_source: str, spec, *, hflip: boo
             torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss_acc += loss.detach()
-        n_acc += 1
-        if n_acc == 50 or step + 1 == spec.steps:
-            last = float(loss_acc) / n_acc
-            loss_acc.zero_()
-            n_acc = 0
-            if not math.isfinite(last):
-                raise TrainingDiverged(f"classifier training diverged at step {step + 1} (loss {last}); lower "
-                                       "[train] lr or raise [train] warmup")
-            if bar:
-                bar.set_postfix(loss=f"{last:.4g}", refresh=False)
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
+        log.add(loss, step + 1)
+    log.close()
     seconds = time.perf_counter() - t0
     rate = spec.steps * spec.batch_size / seconds if seconds > 0 else 0.0
     acc = accuracy(net, test, device=dev)
-    return ClassifierResult(spec.steps, seconds, rate, last, str(dev), acc, len(data), len(test), test_source)
+    return ClassifierResult(spec.steps, seconds, rate, log.last, str(dev), acc, len(data), len(test), test_source)
 
 
 def learning_rate(step: int, peak: float, warmup: int, steps: int) -> float:

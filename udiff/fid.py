@@ -59,25 +59,19 @@ class MetricNotFinite(UdiffError):
 # Extractors
 
 
-class ClassifierFeatures(FeatureExtractorBase):
-    """A udiff classifier as a torch-fidelity feature extractor: uint8 batches in, (penultimate, logits) out.
+class Features(FeatureExtractorBase):
+    """A torch-fidelity feature extractor without compilation whose first feature is the one every metric
+    uses: subclasses name their features (FEATURES) and define forward (uint8 batch → tuple of features)."""
 
-    torch-fidelity passes the keyword arguments of `create_feature_extractor` to the constructor; udiff
-    gives the trained network as `net` (nets.classifier.Classifier, see build.classifier_from_artifact)."""
+    FEATURES: tuple[str, ...] = ()
 
-    def __init__(self, name, features_list, net=None, **kwargs):
-        super().__init__(name, features_list)
-        if net is None:
-            raise ValueError("ClassifierFeatures needs net=, a trained udiff classifier")
-        self.net = net
+    @classmethod
+    def get_provided_features_list(cls):
+        return cls.FEATURES
 
-    @staticmethod
-    def get_provided_features_list():
-        return "penultimate", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "penultimate"
+    @classmethod
+    def get_default_feature_layer_for_metric(cls, metric):
+        return cls.FEATURES[0]
 
     @staticmethod
     def can_be_compiled():
@@ -86,6 +80,21 @@ class ClassifierFeatures(FeatureExtractorBase):
     @staticmethod
     def get_dummy_input_for_compile():
         return None
+
+
+class ClassifierFeatures(Features):
+    """A udiff classifier as a torch-fidelity feature extractor: uint8 batches in, (penultimate, logits) out.
+
+    torch-fidelity passes the keyword arguments of `create_feature_extractor` to the constructor; udiff
+    gives the trained network as `net` (nets.classifier.Classifier, see build.classifier_from_artifact)."""
+
+    FEATURES = ("penultimate", "logits")
+
+    def __init__(self, name, features_list, net=None, **kwargs):
+        super().__init__(name, features_list)
+        if net is None:
+            raise ValueError("ClassifierFeatures needs net=, a trained udiff classifier")
+        self.net = net
 
     def forward(self, x):
         if x.dtype != torch.uint8 or x.ndim != 4:
