@@ -144,11 +144,12 @@ def test_tensors_files(tmp_path):
     save_file({"x": torch.randn(5, 3)}, p)
     ds = D.load(f"tensors:{p}")
     assert not ds.is_image8 and ds.shape == (3,) and ds.labels is None
-    save_file({"images": torch.zeros(3, 1, 2, 2, dtype=torch.uint8), "labels": torch.tensor([2, 0, 1], dtype=torch.int32)}, p)
+    images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    save_file({"images": images, "labels": torch.tensor([2, 0, 1], dtype=torch.int32)}, p)
     ds = D.load(f"tensors:{p}")
     assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [2, 0, 1]
-    for bad in (torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0, 1]), torch.tensor([[0, 1, 2]]), torch.tensor([0, -1, 2])):
-        save_file({"images": torch.zeros(3, 1, 2, 2, dtype=torch.uint8), "labels": bad}, p)
+    for bad in (torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0, 1]), torch.tensor([[0, 1, 2]]), torch.tensor([0, -1])):
+        save_file({"images": images, "labels": bad}, p)
         with pytest.raises(DataError, match="labels"):
             D.load(f"tensors:{p}")
     save_file({"images": torch.zeros(2, 4, 4)}, p)

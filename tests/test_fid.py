@@ -94,7 +94,8 @@ def work(tmp_path_factory):
     ds = D.load("digits")
     base = ds.images[:600].clamp(max=200)
     files = {}
-    for name, imgs in {"base": base, "shifted": base + 40, "contrast": (base.float() * 0.6 + 50).round().to(torch.uint8),
+    contrast = (base.float() * 0.6 + 50).round().to(torch.uint8)
+    for name, imgs in {"base": base, "shifted": base + 40, "contrast": contrast,
                        "small": torch.zeros(10, 1, 6, 6, dtype=torch.uint8)}.items():
         files[name] = str(d / f"{name}.safetensors")
         save_file({"images": imgs.contiguous()}, files[name])
@@ -278,8 +279,8 @@ def test_one_line_errors_and_nothing_written(runner, work, tmp_path, monkeypatch
     _fails(runner, ["eval-fid", base, "--ref", base, *save], fid.INCEPTION_FILE, tmp_path)
     _fails(runner, ["eval-fid", base, "--ref", base, "--weights", str(tmp_path / "nope.pth"), *save],
            fid.INCEPTION_FILE, tmp_path)
-    _fails(runner, ["eval-fid", base, "--ref", small, "--extractor", "projection", *save], "compare images of one shape",
-           tmp_path)
+    _fails(runner, ["eval-fid", base, "--ref", small, "--extractor", "projection", *save],
+           "compare images of one shape", tmp_path)
     _fails(runner, ["eval-fid", small, "--ref", small, *clf, *save], "was trained on images of shape", tmp_path)
     _fails(runner, ["eval-fid", base, "--ref", base, "--metrics", "fid,isc"], "unknown metric 'isc'", tmp_path)
     _fails(runner, ["eval-fid", base, "--ref", base, "--extractor", "vgg16"], "unknown extractor", tmp_path)

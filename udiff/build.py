@@ -158,7 +158,7 @@ def build_classifier(spec: R.ClassifierSpec, shape, classes: int):
 
 
 def classifier_from_artifact(artifact):
-    """Rebuild a trained classifier from a `classifier` artifact: (network in eval mode, its udiff.classifier metadata)."""
+    """Rebuild a trained classifier from a `classifier` artifact: (network in eval mode, udiff.classifier metadata)."""
     from .artifacts import ArtifactError
 
     rec = recipe_of(artifact)

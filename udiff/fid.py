@@ -135,12 +135,13 @@ class Extractor:
 
 
 EXTRACTORS: dict[str, Callable[[str, Optional[str]], Extractor]] = {}
+USAGE: dict[str, str] = {}  # how each kind is written on the command line
 
 
-def register_extractor(kind: str):
+def register_extractor(kind: str, usage: Optional[str] = None):
     """Add an extractor kind: a function (argument after "KIND:", --weights path or None) → Extractor."""
     def deco(fn):
-        EXTRACTORS[kind] = fn
+        EXTRACTORS[kind], USAGE[kind] = fn, usage or kind
         return fn
     return deco
 
@@ -149,7 +150,7 @@ def extractor(name: str, weights: Optional[str] = None) -> Extractor:
     """The extractor `--extractor NAME [--weights PATH]` names."""
     kind, _, arg = name.partition(":")
     if kind not in EXTRACTORS:
-        raise UdiffError(f"--extractor {name}: unknown extractor (allowed: {', '.join(n + (':PATH' if n == 'classifier' else '') for n in EXTRACTORS)})")
+        raise UdiffError(f"--extractor {name}: unknown extractor (allowed: {', '.join(USAGE.values())})")
     return EXTRACTORS[kind](arg, weights)
 
 
@@ -184,10 +185,10 @@ def _inception(arg: str, weights: Optional[str]) -> Extractor:
     state = _load_state(path)
     buf = io.BytesIO()  # torch-fidelity torch.load()s its weights path: it is given these tensors, re-saved
     torch.save(state, buf)
-    return Extractor("inception", "inception", "inception-v3-compat", "2048", file_sha256(path),
-                     "uint8, grey repeated to 3 channels, torch-fidelity's TF1-compatible bilinear resize to 299x299",
-                     kwargs=lambda: {"feature_extractor_weights_path": io.BytesIO(buf.getvalue())}, prepare=_three_channels, check=_rgb_or_grey,
-                     batch_size=64)
+    handling = "uint8, grey repeated to 3 channels, torch-fidelity's TF1-compatible bilinear resize to 299x299"
+    return Extractor("inception", "inception", "inception-v3-compat", "2048", file_sha256(path), handling,
+                     kwargs=lambda: {"feature_extractor_weights_path": io.BytesIO(buf.getvalue())},
+                     prepare=_three_channels, check=_rgb_or_grey, batch_size=64)
 
 
 def _load_state(path: str) -> dict:
@@ -203,7 +204,7 @@ def _load_state(path: str) -> dict:
     return load_state(path)
 
 
-@register_extractor("classifier")
+@register_extractor("classifier", "classifier:PATH")
 def _classifier(arg: str, weights: Optional[str]) -> Extractor:
     from . import artifacts
     from .build import classifier_from_artifact
@@ -291,7 +292,8 @@ def model_image_set(sampler, seeds, progress=None) -> ImageSet:
             seconds += time.perf_counter() - t0
             if not torch.isfinite(x).all():
                 raise MetricNotFinite(f"{sampler.artifact.path}: the sampler produced NaN or infinite values "
-                                      f"(seeds {seeds[i]}-{seeds[min(i + batch, len(seeds)) - 1]}); nothing was written")
+                                      f"(seeds {seeds[i]}-{seeds[min(i + batch, len(seeds)) - 1]}); nothing was "
+                                      "written")
             if progress:
                 progress(len(x))
             yield to_uint8(x)
@@ -383,6 +385,51 @@ def compare(samples: Stats, ref: Stats, metrics=("fid",)) -> dict:
         raise MetricNotFinite(f"{bad[0]} is {out[bad[0]]}: the features are not finite (NaN or infinite values); "
                               "nothing was written")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole comparison
+
+
+@dataclass
+class Evaluation:
+    record: dict          # the result: metrics and what was measured (the JSON of udiff eval-fid)
+    ref: Stats            # the reference statistics (for --save-ref)
+    ref_desc: dict        # what they are of (a stats artifact's udiff.stats)
+
+
+def evaluate(samples: ImageSet, ref: str, ext: Extractor, metrics=("fid",), device="cpu") -> Evaluation:
+    """Compare an image set with REF (a data source, or a stats artifact path) in `ext`'s features."""
+    import time
+
+    from . import data as D
+
+    t0 = time.perf_counter()
+    ext.check(samples.shape)
+    if D.is_source(ref):
+        ref_images, ref_stats = image_set(ref, D.load(ref).images), None
+        ref_shape = ref_images.shape
+    else:
+        ref_stats, ref_desc = load_stats(ref)
+        check_compatible(ref_desc, ext, ref)
+        ref_shape = tuple(ref_desc.get("shape", ()))
+    if ref_shape != samples.shape:
+        raise DataError(f"{samples.label}: images of shape {samples.shape}, but the reference {ref} holds images of "
+                        f"shape {ref_shape}; compare images of one shape")
+    module = ext.build(device)
+    if ref_stats is None:
+        ref_stats, ref_images_sha = measure(module, ext, ref_images, device)
+        ref_desc = {"source": ref, "shape": list(ref_shape), "images_sha256": ref_images_sha, "extractor": ext.name,
+                    "extractor_kind": ext.kind, "extractor_sha256": ext.sha256, "feature_layer": ext.layer,
+                    "handling": ext.handling}
+    sample_stats, samples_sha = measure(module, ext, samples, device)
+    record = {**compare(sample_stats, ref_stats, metrics), "n_samples": sample_stats.n, "n_ref": ref_stats.n,
+              "samples": samples.label, "samples_sha256": samples_sha, "ref": ref, "ref_source": ref_desc.get("source"),
+              "ref_sha256": ref_stats.sha256(), "extractor": ext.name, "extractor_sha256": ext.sha256,
+              "feature_layer": ext.layer, "feature_dim": int(ref_stats.mu.shape[0]), "handling": ext.handling,
+              "torch_fidelity_version": TORCH_FIDELITY_VERSION, **samples.info,
+              "seconds": round(time.perf_counter() - t0, 3), "device": str(device)}
+    return Evaluation(record, ref_stats, ref_desc)
 
 
 # ---------------------------------------------------------------------------------------------------

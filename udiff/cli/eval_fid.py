@@ -57,9 +57,9 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     udiff eval-fid run/model.safetensors -n 10000 --ref run/fm-test.safetensors \\
         --extractor classifier:run/classifier.safetensors --metrics fid,kid,prc
     """
+    from .. import artifacts
     from .. import data as D
     from .. import fid
-    from ..errors import DataError
 
     if save_ref == "-" and as_json:
         raise click.UsageError("--json and --save-ref - both write to stdout; choose one")
@@ -68,16 +68,10 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     if bad or not wanted:
         raise click.UsageError(f"--metrics {metrics}: {'unknown metric ' + repr(bad[0]) if bad else 'empty'} "
                                f"(allowed: {', '.join(fid.METRICS)})")
-    sampling = {"--seeds": seeds, "--sampler": sampler, "--steps": steps, "--time-grid": time_grid,
-                "--batch-size": batch_size, "--no-ema": no_ema or None, "--set": overrides or None}
-
-    import time
-
-    from .. import artifacts
-
-    t0 = time.perf_counter()
     art = None if D.is_source(samples_path) else artifacts.load(samples_path, ("samples", "model", "checkpoint"))
     is_model = art is not None and art.kind in ("model", "checkpoint")
+    sampling = {"--seeds": seeds, "--sampler": sampler, "--steps": steps, "--time-grid": time_grid,
+                "--batch-size": batch_size, "--no-ema": no_ema or None, "--set": overrides or None}
     given = [k for k, v in sampling.items() if v is not None]
     if given and not is_model:
         raise click.UsageError(f"{given[0]}: applies when SAMPLES is a model artifact; {samples_path} is not one")
@@ -87,43 +81,16 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     if is_model:
         samples, bar = _model_samples(art, num, seeds, seed, sampler, steps, time_grid, batch_size, no_ema,
                                       overrides, dev)
-    elif art is not None:
-        samples = fid.image_set(samples_path, art.tensors.get("images"), num)
     else:
-        samples = fid.image_set(samples_path, D.load(samples_path).images, num, what="holds")
-    ext.check(samples.shape)
-
-    if D.is_source(ref):
-        ref_images = fid.image_set(ref, D.load(ref).images)
-        ref_shape, ref_stats, ref_desc = ref_images.shape, None, {"source": ref}
-    else:
-        ref_stats, ref_desc = fid.load_stats(ref)
-        fid.check_compatible(ref_desc, ext, ref)
-        ref_shape = tuple(ref_desc.get("shape", ()))
-    if ref_shape != samples.shape:
-        raise DataError(f"{samples_path}: images of shape {samples.shape}, but the reference {ref} holds images of "
-                        f"shape {ref_shape}; compare images of one shape")
-
-    module = ext.build(dev)
-    if ref_stats is None:
-        ref_stats, ref_images_sha = fid.measure(module, ext, ref_images, dev)
-        ref_desc = {"source": ref, "shape": list(ref_shape), "images_sha256": ref_images_sha,
-                    "extractor": ext.name, "extractor_kind": ext.kind, "extractor_sha256": ext.sha256,
-                    "feature_layer": ext.layer, "handling": ext.handling}
-    sample_stats, samples_sha = fid.measure(module, ext, samples, dev)
+        images = art.tensors.get("images") if art is not None else D.load(samples_path).images
+        samples = fid.image_set(samples_path, images, num)
+    result = fid.evaluate(samples, ref, ext, wanted, dev)
     if bar:
         bar.close()
-    result = fid.compare(sample_stats, ref_stats, wanted)
-    record = {**result, "n_samples": sample_stats.n, "n_ref": ref_stats.n, "samples": samples_path,
-              "samples_sha256": samples_sha, "ref": ref, "ref_source": ref_desc.get("source"),
-              "ref_sha256": ref_stats.sha256(), "extractor": ext.name, "extractor_sha256": ext.sha256,
-              "feature_layer": ext.layer, "feature_dim": int(ref_stats.mu.shape[0]), "handling": ext.handling,
-              "torch_fidelity_version": fid.TORCH_FIDELITY_VERSION, **samples.info,
-              "seconds": round(time.perf_counter() - t0, 3), "device": str(dev)}
     if save_ref:  # features too when they will be needed: KID or precision/recall asked (or already in REF)
-        keep = bool({"kid", "prc"} & set(wanted)) if D.is_source(ref) else ref_stats.feats is not None
-        fid.save_stats(save_ref, ref_stats, ref_desc, with_features=keep, result=record)
-    emit(as_json, record, _human(record))
+        keep = bool({"kid", "prc"} & set(wanted)) if D.is_source(ref) else result.ref.feats is not None
+        fid.save_stats(save_ref, result.ref, result.ref_desc, with_features=keep, result=result.record)
+    emit(as_json, result.record, _human(result.record))
 
 
 def _model_samples(art, num, seeds, seed, sampler, steps, time_grid, batch_size, no_ema, overrides, dev):
