@@ -297,6 +297,10 @@ def test_as_a_real_process(work, tmp_path):
     p = subprocess.run([PYTHON, "-m", "udiff", "eval-fid", base, "--ref", "digits", "-n", "100",
                         "--extractor", "classifier:" + work["clf"]], env=env, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout == "" and p.stderr.startswith("udiff eval-fid: FID ")
+    piped = artifacts.to_bytes({"images": work["images"]["base"][:50].contiguous()}, "samples")  # `-o -` of sample
+    p = subprocess.run([PYTHON, "-m", "udiff", "eval-fid", "-", "--ref", "digits", "--json",
+                        "--extractor", "classifier:" + work["clf"]], env=env, input=piped, capture_output=True)
+    assert p.returncode == 0 and json.loads(p.stdout)["n_samples"] == 50
     bad = subprocess.run([PYTHON, "-m", "udiff", "eval-fid", base, "--ref", "digits"], env=env, capture_output=True,
                          text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and fid.INCEPTION_FILE in bad.stderr

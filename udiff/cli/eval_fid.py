@@ -56,6 +56,7 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
         --extractor classifier:run/classifier.safetensors --save-ref run/fm-test.safetensors --json
     udiff eval-fid run/model.safetensors -n 10000 --ref run/fm-test.safetensors \\
         --extractor classifier:run/classifier.safetensors --metrics fid,kid,prc
+    udiff sample run/model.safetensors -n 1000 -o - | udiff eval-fid - --ref run/fm-test.safetensors ...
     """
     from .. import artifacts
     from .. import data as D
