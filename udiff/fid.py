@@ -42,17 +42,13 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from .data import to_unit
-from .errors import ArtifactError, DataError, UdiffError
+from .errors import ArtifactError, DataError, NonFiniteResult, UdiffError
 
 METRICS = ("fid", "kid", "prc")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's published Inception-v3 weights
 INCEPTION_SHA_PREFIX = "6726825d"  # the file name's hash prefix: the first digits of its SHA-256
 KID_SUBSETS, KID_SUBSET_SIZE, PRC_NEIGHBORHOOD, RNG_SEED = 100, 1000, 3, 2020  # torch-fidelity's defaults
 TORCH_FIDELITY_VERSION = torch_fidelity.__version__
-
-
-class MetricNotFinite(UdiffError):
-    exit_code = 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,34 +270,27 @@ def image_set(label: str, images: Optional[torch.Tensor], n: Optional[int] = Non
     return ImageSet(label, tuple(images.shape[1:]), len(images), lambda: images.split(1000))
 
 
-def model_image_set(sampler, seeds, progress=None) -> ImageSet:
-    """Samples of a model (sampling.ModelSampler), drawn batch by batch as the features are extracted: no
-    image is written anywhere, and at most one batch of float samples is held."""
+def drawn_image_set(label: str, shape: tuple, seeds, draw, batch_size: int, made: dict, progress=None) -> ImageSet:
+    """Samples of a model drawn batch by batch while their features are extracted: no image is written, and
+    at most one batch of float samples is held. `draw(seeds)` → (x float (B, *shape) in [-1, 1], used: what
+    was run); `made` says how the samples are made (model, EMA), for the result, with `used` and the time."""
     from .data import to_uint8
 
     seeds = list(seeds)
-    batch = sampler.rec.sample.batch_size
-    out = ImageSet(sampler.artifact.path, tuple(sampler.info["shape"]), len(seeds), None)
+    out = ImageSet(label, tuple(shape), len(seeds), None)
 
     def chunks():
         import time
         seconds, used = 0.0, {}
-        for i in range(0, len(seeds), batch):
+        for i in range(0, len(seeds), batch_size):
             t0 = time.perf_counter()
-            x, used = sampler.draw(seeds[i:i + batch])
+            x, used = draw(seeds[i:i + batch_size])
             seconds += time.perf_counter() - t0
-            if not torch.isfinite(x).all():
-                raise MetricNotFinite(f"{sampler.artifact.path}: the sampler produced NaN or infinite values "
-                                      f"(seeds {seeds[i]}-{seeds[min(i + batch, len(seeds)) - 1]}); nothing was "
-                                      "written")
             if progress:
                 progress(len(x))
             yield to_uint8(x)
-        out.info = {"sampling": {**sampler.describe(used, seeds), "seconds": round(seconds, 3)}}
+        out.info = {"sampling": {**used, **made, "n": len(seeds), "seconds": round(seconds, 3)}}
 
-    if len(out.shape) != 3 or sampler.info.get("kind") != "image8":
-        raise DataError(f"{sampler.artifact.path}: a model of {sampler.info.get('kind')} data of shape {out.shape}; "
-                        "FID and its kin compare 8-bit images")
     out.chunks = chunks
     return out
 
@@ -335,7 +324,7 @@ class Stats:
         if len(feats) < 2:
             raise DataError(f"{len(feats)} image(s): a covariance needs at least 2")
         if not torch.isfinite(feats).all():
-            raise MetricNotFinite("the extracted features are not finite (NaN or infinite values); nothing was written")
+            raise NonFiniteResult("the extracted features are not finite (NaN or infinite values); nothing was written")
         s = fid_features_to_statistics(feats)
         return cls(s["mu"], s["sigma"], len(feats), feats)
 
@@ -382,7 +371,7 @@ def compare(samples: Stats, ref: Stats, metrics=("fid",)) -> dict:
         out["rng_seed"] = RNG_SEED
     bad = [k for k in ("fid", "kid_mean", "precision", "recall") if k in out and not np.isfinite(out[k])]
     if bad:
-        raise MetricNotFinite(f"{bad[0]} is {out[bad[0]]}: the features are not finite (NaN or infinite values); "
+        raise NonFiniteResult(f"{bad[0]} is {out[bad[0]]}: the features are not finite (NaN or infinite values); "
                               "nothing was written")
     return out
 

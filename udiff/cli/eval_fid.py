@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS
-from .options import device_option, emit, json_option, override, resolve_device, set_option, stderr_is_terminal
+from .options import device_option, emit, json_option, resolve_device, set_option
 
 
 @click.command("eval-fid", short_help="FID, KID and precision/recall of samples against a reference.")
@@ -61,6 +61,7 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     from .. import artifacts
     from .. import data as D
     from .. import fid
+    from .models import progress
 
     if save_ref == "-" and as_json:
         raise click.UsageError("--json and --save-ref - both write to stdout; choose one")
@@ -78,60 +79,62 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
         raise click.UsageError(f"{given[0]}: applies when SAMPLES is a model artifact; {samples_path} is not one")
     ext = fid.extractor(extractor, weights)
     dev = resolve_device(device)
-    bar = None
-    if is_model:
-        samples, bar = _model_samples(art, num, seeds, seed, sampler, steps, time_grid, batch_size, no_ema,
-                                      overrides, dev)
-    else:
+    if not is_model:
         images = art.tensors.get("images") if art is not None else D.load(samples_path).images
-        samples = fid.image_set(samples_path, images, num)
-    result = fid.evaluate(samples, ref, ext, wanted, dev)
-    if bar:
-        bar.close()
+        result = fid.evaluate(fid.image_set(samples_path, images, num), ref, ext, wanted, dev)
+    else:
+        seed_list = _seeds(samples_path, num, seeds, seed)
+        with progress(len(seed_list), "sample") as update:
+            samples = _model_samples(samples_path, seed_list, sampler, steps, time_grid, batch_size, no_ema,
+                                     overrides, device, update)
+            result = fid.evaluate(samples, ref, ext, wanted, dev)
     if save_ref:  # features too when they will be needed: KID or precision/recall asked (or already in REF)
         keep = bool({"kid", "prc"} & set(wanted)) if D.is_source(ref) else result.ref.feats is not None
         fid.save_stats(save_ref, result.ref, result.ref_desc, with_features=keep, result=result.record)
     emit(as_json, result.record, _human(result.record))
 
 
-def _model_samples(art, num, seeds, seed, sampler, steps, time_grid, batch_size, no_ema, overrides, dev):
-    """SAMPLES is a model: its draws at the recipe's [sample] settings, overridden as `udiff sample` allows;
-    and a progress bar when stderr is a terminal."""
-    from .. import fid
+def _seeds(path, num, seeds, seed) -> list[int]:
     from ..rng import parse_seeds
-    from ..sampling import ModelSampler
-    from .sample import restrict_to_sample
 
     seed_list = parse_seeds(seeds) if seeds else None
     if seed_list is not None and num is not None and num != len(seed_list):
         raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
     if seed_list is None:
         if num is None:
-            raise click.UsageError(f"{art.path} is a model: give -n N (how many samples to draw) or --seeds LIST")
+            raise click.UsageError(f"{path} is a model: give -n N (how many samples to draw) or --seeds LIST")
         seed_list = list(range(seed, seed + num))
-    restrict_to_sample(overrides)
-    extra = list(overrides)
-    for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
-        if val is not None:
-            extra.append(override("sample", key, val))
-    draws = ModelSampler.of(art, extra, no_ema=no_ema, device=dev)
-    bar = None
-    if stderr_is_terminal():
-        import sys
+    return seed_list
 
-        from tqdm import tqdm
-        bar = tqdm(total=len(seed_list), unit="sample", file=sys.stderr, dynamic_ncols=True)
-    return fid.model_image_set(draws, seed_list, progress=bar.update if bar else None), bar
+
+def _model_samples(path, seed_list, sampler, steps, time_grid, batch_size, no_ema, overrides, device, update):
+    """SAMPLES is a model: its draws as `udiff sample` makes them, at its recipe's [sample] and these flags."""
+    from .. import fid
+    from ..errors import DataError
+    from ..samplers import generate
+    from .models import autocast, load_for_sampling
+
+    run = load_for_sampling(path, overrides, sampler=sampler, steps=steps, time_grid=time_grid,
+                            batch_size=batch_size, no_ema=no_ema, device=device)
+    if not run.image8 or len(run.info["shape"]) != 3:
+        raise DataError(f"{path}: a model of {run.info.get('kind')} data of shape {tuple(run.info['shape'])}; FID "
+                        "and its kin compare 8-bit images")
+    batch = run.recipe.sample.batch_size
+
+    def draw(chunk):
+        return generate(run.model, chunk, run.plan, batch_size=batch, device=run.device,
+                        autocast=autocast(run.device))
+
+    made = {"ema": run.ema, "model": run.artifact.meta.get("udiff.sha256")}
+    return fid.drawn_image_set(path, run.info["shape"], seed_list, draw, batch, made, progress=update)
 
 
 def _human(r: dict) -> str:
-    parts = [f"FID {r['fid']:.4f}"] if "fid" in r else []
-    if "kid_mean" in r:
-        parts.append(f"KID {r['kid_mean']:.5f} ± {r['kid_std']:.5f}")
-    if "precision" in r:
-        parts.append(f"precision {r['precision']:.4f}, recall {r['recall']:.4f}")
+    extra = [f"KID {r['kid_mean']:.5f} ± {r['kid_std']:.5f}"] if "kid_mean" in r else []
+    extra += [f"precision {r['precision']:.4f}, recall {r['recall']:.4f}"] if "precision" in r else []
+    head = " ".join(([f"FID {r['fid']:.4f}"] if "fid" in r else []) + ([f"({', '.join(extra)})"] if extra else []))
     how = r.get("sampling")
-    made = f" ({how['sampler']} {how['steps']} steps, {how['seconds']:.1f} s)" if how else ""
-    return (f"udiff eval-fid: {'; '.join(parts)} of {r['n_samples']} images of {r['samples']}{made} against "
-            f"{r['n_ref']} of {r['ref_source']}; {r['extractor']} features {r['feature_layer']} "
-            f"({r['feature_dim']}), {r['handling']}; {r['seconds']:.1f} s on {r['device']}")
+    made = f" ({how['sampler']}, {how['steps']} steps, {how['seconds']:.1f} s)" if how else ""
+    return (f"udiff eval-fid: {head}: {r['n_samples']} images of {r['samples']}{made} against {r['n_ref']} of "
+            f"{r['ref_source']}, {r['extractor']} features {r['feature_layer']} ({r['feature_dim']}), "
+            f"{r['handling']}; {r['seconds']:.1f} s on {r['device']}")
