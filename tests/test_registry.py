@@ -38,7 +38,7 @@ def test_recipe_choices_are_the_registry(name):
 def test_net_options_are_the_registries():
     for kind in ("unet", "mlp"):
         assert _choices("net", "cond", kind) == REG.NET_COND.names()
-        assert _choices("net", "precond", kind) == REG.PRECONDS.names()
+        assert _choices("net", "precond", kind) == ("auto",) + REG.PRECONDS.names()
     assert REG.PRECONDS.implemented() == REG.PRECONDS.names()
 
 

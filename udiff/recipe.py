@@ -311,8 +311,9 @@ class SoftConditioningSpec:
 
 NET_COND = REG.NET_COND.names()
 COND_DOC = "noise conditioning: " + REG.NET_COND.doc()
-PRECONDS = REG.PRECONDS.names()
-PRECOND_DOC = "what the network predicts: " + REG.PRECONDS.doc()
+PRECONDS = ("auto",) + REG.PRECONDS.names()
+PRECOND_DOC = ("what the network predicts: auto (edm for processes with one number per component, eps for "
+               "phase-space ones), " + REG.PRECONDS.doc())
 SIGMA_DATA_DOC = "edm preconditioning: the data's standard deviation sigma_data (EDM: 0.5)"
 
 
@@ -328,7 +329,7 @@ class UNetSpec:
     attn_resolutions: Optional[tuple[int, ...]] = opt(None, doc="resolutions with self-attention", min=1)
     dropout: Optional[float] = opt(None, doc="dropout probability", min=0.0, max=1.0)
     cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
-    precond: str = opt("eps", doc=PRECOND_DOC, choices=PRECONDS)
+    precond: str = opt("auto", doc=PRECOND_DOC, choices=PRECONDS)
     sigma_data: float = opt(0.5, doc=SIGMA_DATA_DOC, min=0.0, min_open=True)
     fourier_features: tuple[int, ...] = opt((), doc="exponents n of extra input channels sin and cos(2^n 2 pi "
                                                     "z) per state channel (VDM: [6, 7]); [] = none", min=0, max=16)
@@ -342,7 +343,7 @@ class MLPSpec:
     depth: int = opt(4, doc="number of residual blocks", min=1)
     dropout: float = opt(0.0, doc="dropout probability", min=0.0, max=1.0)
     cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
-    precond: str = opt("eps", doc=PRECOND_DOC, choices=PRECONDS)
+    precond: str = opt("auto", doc=PRECOND_DOC, choices=PRECONDS)
     sigma_data: float = opt(0.5, doc=SIGMA_DATA_DOC, min=0.0, min_open=True)
 
 
