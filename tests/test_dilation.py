@@ -246,7 +246,7 @@ def test_target_recipes_load_round_trip_and_refuse_model_sections():
     for name in ("gmm", "grid", "circle", "rings", "funnel", "separated", "digits"):
         path = os.path.join(RECIPES, f"dilation-{name}.toml")
         rec = R.load(path, target=True)
-        assert isinstance(rec, R.TargetRecipe) and rec.sample.sampler == "dilation"
+        assert isinstance(rec, R.TargetRecipe) and rec.sample.sampler == "dilation-smc"
         assert R.from_json(rec.to_json(), "stored") == rec and R.loads(rec.toml()) == rec
     with pytest.raises(RecipeError, match="is a target recipe"):
         R.load(os.path.join(RECIPES, "dilation-grid.toml"))
@@ -313,7 +313,7 @@ def _fails(runner, args, needle, tmp_path):
 def test_sample_a_target_recipe_writes_x_seeds_recipe_and_metrics(runner, tmp_path):
     out = str(tmp_path / "s.safetensors")
     r = invoke(runner, ["sample", os.path.join(RECIPES, "dilation-grid.toml"), "--seeds", "5-204", "-o", out,
-                        "--json", *SMALL])
+                        "--json", *SMALL, "--sampler", "dilation"])
     rec = json.loads(r.stdout)
     assert rec["sampler"] == "dilation" and rec["evals"] == 60 and rec["n"] == 200 and rec["target"] == "grid"
     assert {"mode_weight_error", "mmd", "sw2", "mode_weights"} <= set(rec)
@@ -327,10 +327,10 @@ def test_sample_a_target_recipe_writes_x_seeds_recipe_and_metrics(runner, tmp_pa
     assert art.json("udiff.target")["modes"] == 9
     shown = invoke(runner, ["show", out, "--recipe"]).output
     assert R.loads(shown) == stored
-    # the same seed gives the same sample whatever the batch
+    # the same seed gives the same sample whatever the batch (dilation's particles do not interact)
     one = str(tmp_path / "one.safetensors")
     invoke(runner, ["sample", os.path.join(RECIPES, "dilation-grid.toml"), "--seeds", "7", "-o", one, *SMALL,
-                    "--batch-size", "1"])
+                    "--batch-size", "1", "--sampler", "dilation"])
     assert torch.allclose(artifacts.load(one).tensors["x"][0], art.tensors["x"][2], atol=1e-5)
 
 
@@ -340,9 +340,9 @@ def test_compare_runs_every_sampler_on_the_same_budget(runner, tmp_path):
                         "--compare", *SMALL, "--set", "sample.mc_samples=6"])
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["sampler"] for x in recs] == list(R.TARGET_SAMPLERS)
-    assert [x["evals"] for x in recs] == [60, 60, 60, 60] and recs[0]["out"] == out
-    assert all("mode_weight_error" in x for x in recs) and "acceptance" in recs[2]
-    assert len(artifacts.load(out).json("udiff.samples")["compare"]) == 3
+    assert [x["evals"] for x in recs] == [60] * 5 and recs[0]["out"] == out
+    assert all("mode_weight_error" in x for x in recs) and "acceptance" in recs[3] and "log_z" in recs[0]
+    assert len(artifacts.load(out).json("udiff.samples")["compare"]) == 4
     r = invoke(runner, ["sample", os.path.join(RECIPES, "dilation-funnel.toml"), "-n", "50", "-o", out, *SMALL,
                         "--sampler", "ula"])
     assert "ula" in r.stderr and "MMD" in r.stderr and "mode-weight" not in r.stderr
@@ -391,8 +391,8 @@ def test_bad_target_recipes_and_flags_exit_2_with_one_line_and_no_file(runner, t
            tmp_path)
     _fails(runner, ["sample", grid, "-n", "3", "-o", out, "--set", "net.depth=3"], "[net]: not a section of a target",
            tmp_path)
-    _fails(runner, ["sample", grid, "-n", "3", "-o", out, "--steps", "5"], "raise steps or lower levels", tmp_path)
-    _fails(runner, ["sample", grid, "-n", "3", "-o", out, "--sampler", "ddim"], "a target recipe takes dilation",
+    _fails(runner, ["sample", grid, "-n", "3", "-o", out, "--steps", "5"], "raise steps", tmp_path)
+    _fails(runner, ["sample", grid, "-n", "3", "-o", out, "--sampler", "ddim"], "a target recipe takes dilation-smc",
            tmp_path)
     _fails(runner, ["sample", grid, "-n", "3", "--grid", str(tmp_path / "g.png")], "--grid applies to model",
            tmp_path)

@@ -9,6 +9,9 @@
     sliced W2           sqrt(mean over random unit directions of W2^2 of the 1-D projections), 1-D W2 from sorted
                         projections (Rabin et al. 2011); `SW_DIRECTIONS` directions from a fixed seed
 
+    log Z error         a sampler's log Z estimate minus the target's exact log Z, where both exist (dilation-smc;
+                        the normalized targets), with the error in units of the estimate's standard error
+
 Everything is float64 on the CPU and deterministic: the reference draws come from `REFERENCE_SEED`, the
 directions from their own fixed seed, and subsets are the first points (samples are independent across seeds).
 Rows of the samples that are not finite (a diverged chain) are counted and left out of the distances.
@@ -104,3 +107,13 @@ def evaluate(target, x: torch.Tensor, reference: Optional[torch.Tensor] = None) 
         out["mode_weights"] = [round(float(v), 4) for v in f]
         out["mode_weights_exact"] = [round(float(v), 4) for v in f_ref]
     return out
+
+
+def log_z_error(target, used: dict) -> dict:
+    """{log_z_exact, log_z_error[, log_z_z]} when the sampler estimated log Z and the target knows it, else {}."""
+    if used.get("log_z") is None or getattr(target, "log_z", None) is None:
+        return {}
+    err = float(used["log_z"]) - float(target.log_z)
+    se = used.get("log_z_stderr")
+    z = {"log_z_z": err / se} if se and math.isfinite(se) and se > 0 else {}
+    return {"log_z_exact": float(target.log_z), "log_z_error": err, **z}
