@@ -14,6 +14,9 @@ Which part is what (see reference/algorithms.md §3; only the paper's abstract w
               optional MALA correction at every step (valid because log mu_lam is known up to pi's own
               constant), per-particle adaptation of h towards a target acceptance rate, and optional final MALA
               steps at lam = 1.
+    [ours]    dilation-smc: sequential Monte Carlo along the laws the particles follow in y (below), with exact
+              weights, a pilot population that adapts the path and followers whose log Z replicates give its
+              standard error (docs/dilation-smc.md).
     [ours]    the baselines and their budget: ULA and MALA at lam = 1 from the same start, and annealed Langevin
               on the Gaussian-convolution path Law(sqrt(lam) X + sqrt(1 - lam) Z) with self-normalized importance
               sampling scores; every sampler gets the same number of target-gradient evaluations per particle
@@ -361,7 +364,10 @@ SMC_LADDER = range(-20, 31)  # the rungs k of c0 = 4^k the search may try (our c
 SMC_ACCEPT = 0.574         # MALA acceptance the step adapts to unless target_accept is given (Roberts & Rosenthal)
 SMC_GAIN = 1.0             # log theta += SMC_GAIN (acceptance - target) after each move, the pilot's (our choice)
 RESAMPLE_STREAM = 1 << 30  # noise streams of the resampling uniforms (the population's first seed; one per level)
-SMC_MIN_BLOCK = 50         # particles per population at least: fewer seeds, fewer populations (our choice)
+SMC_MIN_BLOCK = 50         # particles per follower population at least: fewer seeds, fewer of them (our choice)
+SMC_PILOT = 500            # particles of the pilot at least, where there are twice as many (our choice)
+SMC_FINAL = 0.1            # this share of the budget, `moves` at least, is spent at c = 0 after the last resampling
+                           # (our choice: the copies resampling makes need moves to come apart)
 
 
 class SamplerDiverged(UdiffError):
@@ -503,8 +509,8 @@ def _pilot(evaluate, noise, dim, *, steps, moves, cess, resample_ess, c0, accept
     """The pilot population: adaptive c0, levels (bisection on its CESS) and steps. Returns it and its path.
 
     The path is [(c_k, h_k, cess_k)] for each level k (the tilt, MALA's step there, the CESS of the step to the
-    next level) and the step at c = 0. A level that the budget cannot pay `moves` for (keeping `moves` for
-    c = 0) gets what is left, at worst none: counted in `short`.
+    next level) and the step at c = 0. Every level gets `moves` moves and `final_moves(steps, moves)` are kept for
+    c = 0: a budget that cannot pay for the path is refused once the pilot (a tenth of the work) finds out.
     """
     if c0 is None:
         xi = noise(0, (dim,)).to(device, torch.float64)
@@ -512,21 +518,20 @@ def _pilot(evaluate, noise, dim, *, steps, moves, cess, resample_ess, c0, accept
         cloud = _Cloud(evaluate, noise, 1, dim, c0, device, first=(lp, g))
     else:
         cloud = _Cloud(evaluate, noise, 1, dim, c0, device)
-    if evaluate.evals + 2 * moves > steps:
-        raise RecipeError(f"[sample] steps: {steps} evaluations per sample do not cover dilation-smc's start "
-                          f"({evaluate.evals} evaluations) and two levels of {moves} moves; raise steps")
-    step, path, c, short = PilotStep(dim, accept), [], c0, 0
+    step, path, c = PilotStep(dim, accept), [], c0
     while c > 0:
+        if evaluate.evals + moves + final_moves(steps, moves) > steps:
+            raise RecipeError(f"[sample] steps: {steps} evaluations per sample do not pay for dilation-smc's path "
+                              f"on this target: its pilot had reached c = {c:.3g} (from c0 = {c0:.3g}) after "
+                              f"{len(path)} levels of {moves} moves and {evaluate.evals} evaluations; raise steps, "
+                              "or lower cess")
         cloud.resample(resample_ess, len(path))
-        todo = max(0, min(moves, steps - moves - evaluate.evals))
-        short += todo < moves
-        h = step.h(cloud, c)
-        for _ in range(todo):
+        for _ in range(moves):
             h = step.h(cloud, c)
             step.adapt(cloud.move(c, h))
         s = cloud.sq()
         # the next level: as far down as keeps the conditional ESS >= cess (docs/dilation-smc.md §3)
-        nxt = bisect_next(lambda b: conditional_ess(cloud.logw, (c - b) * s), c, cess)
+        nxt = bisect_next(lambda b, c=c, s=s: conditional_ess(cloud.logw, (c - b) * s), c, cess)
         path.append((c, h, conditional_ess(cloud.logw, (c - nxt) * s)))
         cloud.reweight(c, nxt)
         c = nxt
@@ -535,22 +540,28 @@ def _pilot(evaluate, noise, dim, *, steps, moves, cess, resample_ess, c0, accept
     while evaluate.evals < steps:
         h = step.h(cloud, 0.0)
         step.adapt(cloud.move(0.0, h))
-    return cloud, c0, path, h, short
+    return cloud, c0, path, h
+
+
+def final_moves(steps: int, moves: int) -> int:
+    """Moves kept for c = 0, after the last resampling to equal weights: SMC_FINAL of the budget, `moves` at least."""
+    return max(moves, int(SMC_FINAL * steps))
 
 
 def respace(path, h_end: float, levels: int) -> list[tuple[float, float]]:
     """`levels` levels (c, h) from the pilot's path, equally spaced in its thermodynamic length, ending at c = 0.
 
-    For small steps 1 - CESS ≈ (dc)^2 Var(|y|^2 / 2), so sqrt(1/CESS - 1) is the step's length; the pilot's steps
-    all have about the length that its `cess` allows. Cutting the summed length into `levels` equal parts gives
-    steps of equal cost, each cheaper than the pilot's when there are more of them. c and log h are linear in
-    the length within each of the pilot's steps. The last entry is (0, h_end), for the moves at c = 0.
+    A step's length is sqrt(-log CESS): (dc) sd(|y|^2 / 2) for small steps, and additive when the log-weights are
+    Gaussian (then CESS = exp(-Var log w)); the pilot's steps all have about the length its `cess` allows.
+    Cutting the summed length into `levels` equal parts gives steps of equal cost, each cheaper than the pilot's
+    when there are more of them. c and log h are linear in the length within each of the pilot's steps. The last
+    entry is (0, h_end), for the moves at c = 0.
     """
     cs = [p[0] for p in path] + [0.0]
     logh = [math.log(p[1]) for p in path] + [math.log(h_end)]
     tau = [0.0]
     for p in path:
-        tau.append(tau[-1] + math.sqrt(max(1.0 / max(p[2], 1e-300) - 1.0, 0.0)))
+        tau.append(tau[-1] + math.sqrt(max(-math.log(max(p[2], 1e-300)), 0.0)))
     if tau[-1] <= 0.0:                            # no length to measure: equal steps in c
         tau = [k / len(path) for k in range(len(path) + 1)]
     out, j = [], 0
@@ -563,13 +574,14 @@ def respace(path, h_end: float, levels: int) -> list[tuple[float, float]]:
     return out + [(0.0, h_end)]
 
 
-def sample_dilation_smc(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: int = 1000, cess: float = 0.9,
+def sample_dilation_smc(log_prob: LogProb, dim: int, noise: NoiseSource, *, steps: int = 1000, cess: float = 0.5,
                         moves: int = 2, resample_ess: float = 0.5, populations: int = 10,
                         c0: Optional[float] = None, target_accept: Optional[float] = None, batch_size: int = 100_000,
                         device="cpu", progress=None):
     """SMC along pi_c(y) ∝ pi(y) exp(-c |y|^2 / 2) from c0 down to c = 0 (the dilation path's particles, weighted).
 
-    The seeds are split into `populations` contiguous blocks. The first, the pilot, chooses everything adaptive:
+    The seeds are split into `populations` contiguous blocks (the first, the pilot, of at least SMC_PILOT seeds
+    where there are twice as many; the others of at least SMC_MIN_BLOCK). The pilot chooses everything adaptive:
     c0 (`start_contraction`), each next level (bisection on its conditional ESS, >= cess), MALA's step
     (`PilotStep`). The other blocks follow the pilot's path, re-spaced into as many levels as `steps` pays for
     (`respace`): given the pilot, each is an independent SMC run on a fixed schedule, so their estimates of Z are
@@ -581,7 +593,8 @@ def sample_dilation_smc(log_prob: LogProb, dim: int, noise: NoiseSource, *, step
         noise: per-particle noise; particle k draws its start and every move from seed k (a sample depends on its
             block's seeds and, through the path, the pilot's; not on `batch_size`).
         steps: target-gradient evaluations per particle, all spent: the pilot's c0 search, `moves` MALA moves per
-            level, and `moves` or more at c = 0 after a last resampling to equal weights.
+            level, and a tenth (`final_moves`) or more at c = 0 after a last resampling to equal weights (a budget
+            too small for the pilot's path is a RecipeError).
         cess: the pilot's levels keep their conditional ESS >= cess.  moves: MALA moves per level.
         resample_ess: a block resamples when its ESS falls below this fraction.
         c0: the first level's tilt [default: `start_contraction`].  target_accept: MALA acceptance [0.574].
@@ -590,19 +603,18 @@ def sample_dilation_smc(log_prob: LogProb, dim: int, noise: NoiseSource, *, step
         x (N, d) equally weighted (at c = 0, y = x), and a dict with log_z, log_z_stderr, levels, resamples, evals.
     """
     n = len(noise)
-    blocks = Populations(n, max(1, min(populations, n // SMC_MIN_BLOCK)), device)
-    m0 = int(blocks.sizes[0])
+    m0 = n if populations == 1 or n < 2 * SMC_MIN_BLOCK else max(n // populations, min(SMC_PILOT, n // 2))
+    followers = min(populations - 1, (n - m0) // SMC_MIN_BLOCK)
     seeds = noise.seeds.cpu()
     accept = SMC_ACCEPT if target_accept is None else target_accept
     evaluate = _evaluator(log_prob, batch_size, m0 / n, progress)
-    pilot, c_start, path, h_end, short = _pilot(evaluate, NoiseSource(seeds[:m0], device), dim, steps=steps,
-                                                moves=moves, cess=cess, resample_ess=resample_ess, c0=c0,
-                                                accept=accept, device=device)
+    pilot, c_start, path, h_end = _pilot(evaluate, NoiseSource(seeds[:m0], device), dim, steps=steps, moves=moves,
+                                         cess=cess, resample_ess=resample_ess, c0=c0, accept=accept, device=device)
     clouds, levels = [pilot], len(path)
-    if blocks.r > 1:
+    if followers:
         follow = _evaluator(log_prob, batch_size, (n - m0) / n, progress)
-        cloud = _Cloud(follow, NoiseSource(seeds[m0:], device), blocks.r - 1, dim, c_start, device)
-        levels = (steps - 1) // moves - 1                    # one evaluation at c0; `moves` or more kept for c = 0
+        cloud = _Cloud(follow, NoiseSource(seeds[m0:], device), followers, dim, c_start, device)
+        levels = (steps - 1 - final_moves(steps, moves)) // moves   # one evaluation at c0; the rest at c = 0
         plan = respace(path, h_end, levels)
         for k, ((c, h), (nxt, _)) in enumerate(zip(plan, plan[1:])):
             cloud.resample(resample_ess, k)
@@ -620,11 +632,9 @@ def sample_dilation_smc(log_prob: LogProb, dim: int, noise: NoiseSource, *, step
         raise SamplerDiverged("dilation-smc: the estimate of log Z is not finite (every weight of a population "
                               "vanished: log pi is -inf or NaN where its particles are); nothing written")
     out = {"sampler": "dilation-smc", "evals": steps, "levels": levels, "pilot_levels": len(path),
-           "resamples": sum(cl.resamples for cl in clouds), "populations": blocks.r, "contraction": c_start,
-           "log_z": lz, "log_z_stderr": se, "cess_min": min(cl.cess_min for cl in clouds),
+           "resamples": sum(cl.resamples for cl in clouds), "populations": 1 + followers, "contraction": c_start,
+           "log_z": lz, "log_z_stderr": se, "cess_min": clouds[-1].cess_min,   # the followers' (or the pilot's)
            "accepted_sum": sum(cl.accepted for cl in clouds), "proposals": sum(cl.proposals for cl in clouds)}
-    if short:
-        out["short_levels"] = short  # the pilot's levels that got fewer than `moves` moves: the budget ran short
     return torch.cat([cl.y for cl in clouds]).float(), out
 
 

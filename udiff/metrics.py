@@ -13,7 +13,9 @@
                         the normalized targets), with the error in units of the estimate's standard error
 
 Everything is float64 on the CPU and deterministic: the reference draws come from `REFERENCE_SEED`, the
-directions from their own fixed seed, and subsets are the first points (samples are independent across seeds).
+directions from their own fixed seed, and subsets are evenly spaced over the samples (the same as the first points
+for independent samples; SMC's particles are correlated within their block of seeds, so the first points would be
+one or two blocks).
 Rows of the samples that are not finite (a diverged chain) are counted and left out of the distances.
 """
 
@@ -44,9 +46,16 @@ def median_bandwidth(z: torch.Tensor) -> float:
     return med if med > 0 else 1.0
 
 
+def spread(x: torch.Tensor, points: int) -> torch.Tensor:
+    """At most `points` rows of x, evenly spaced over it (all of them when there are fewer)."""
+    if len(x) <= points:
+        return x
+    return x[torch.linspace(0, len(x) - 1, points, dtype=torch.float64).round().long()]
+
+
 def mmd(x: torch.Tensor, y: torch.Tensor, points: int = MMD_POINTS) -> float:
     """sqrt(max(0, unbiased MMD^2)) between x (n, d) and y (m, d), RBF kernel with the median bandwidth."""
-    x, y = x[:points].double(), y[:points].double()
+    x, y = spread(x, points).double(), spread(y, points).double()
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         return math.nan
@@ -66,7 +75,7 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, directions: int = SW_DIRECTIONS,
     n = min(len(x), len(y), points)
     if n < 1:
         return math.nan
-    x, y = x[:n].double(), y[:n].double()
+    x, y = spread(x, n).double(), spread(y, n).double()
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], directions, dtype=torch.float64, generator=g)
     theta = theta / theta.norm(dim=0, keepdim=True)

@@ -552,7 +552,7 @@ class TargetSampleSpec:
                                          min_open=True)
     final_steps: int = opt(0, doc="MALA steps at lambda = 1 after the annealing (counted in steps)", min=0)
     mc_samples: int = opt(16, doc="importance samples per score estimate (convolution-mc)", min=1)
-    cess: float = opt(0.9, doc="dilation-smc: the pilot's levels lower the tilt c as far as keeps this "
+    cess: float = opt(0.5, doc="dilation-smc: the pilot's levels lower the tilt c as far as keeps this "
                                "conditional effective sample size of their weights (bisection); the other "
                                "populations re-space that path into as many levels as steps pays for",
                       min=0.0, max=1.0, min_open=True)

@@ -18,7 +18,7 @@ Shapes: (N,) float64 log-weights and per-particle scalars; (R,) per-population v
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -56,7 +56,7 @@ class Populations:
         return torch.exp(-self.logsumexp(2.0 * logw)) / self.sizes.to(logw.dtype)
 
     def cess(self, logw: torch.Tensor, log_inc: torch.Tensor) -> torch.Tensor:
-        """(R,) conditional ESS fraction of incremental log-weights log_inc given normalized logw (`conditional_ess`)."""
+        """(R,) conditional ESS fraction of incremental log-weights given normalized logw (`conditional_ess`)."""
         return torch.exp(2.0 * self.logsumexp(logw + log_inc) - self.logsumexp(logw + 2.0 * log_inc))
 
     def systematic(self, logw: torch.Tensor, u: torch.Tensor, which: torch.Tensor) -> torch.Tensor:

@@ -112,8 +112,6 @@ def _human(r: dict, out) -> str:
         exact = f" (exact {r['log_z_exact']:.4g})" if "log_z_exact" in r else ""
         parts.append(f"log Z {r['log_z']:.4f} ± {r['log_z_stderr']:.4f}{exact} from {r['populations']} "
                      f"populations, {r['levels']} levels, {r['resamples']} resamplings")
-    if r.get("short_levels"):
-        parts.append(f"the budget ran out with {r['short_levels']} levels short of their moves: raise steps")
     if "mode_weight_error" in r:
         parts.append(f"mode-weight error {r['mode_weight_error']:.3f}")
     if "mmd" in r:
