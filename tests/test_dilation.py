@@ -4,7 +4,8 @@ The mode-weight tests pin down what the dilation path does and does not do (see 
 itself carries mode weights from lambda_min to 1 without changing them; from its start at the origin, its
 contractions act like a Gaussian factor centred there, so modes equidistant from the origin get their weights
 (asserted on a 2-D circle of 9 modes and a 10-D mixture of 4, where plain Langevin does not), while the 3x3
-grid's centre mode takes more than its weight (a strict xfail: the issue's criterion on that grid).
+grid's centre mode takes more than its weight (a strict xfail: the issue's criterion on that grid, which
+dilation-smc meets by weighting the tilt: tests/test_dilation_smc.py).
 """
 
 import json
@@ -178,9 +179,10 @@ def test_plain_langevin_misses_the_grid_weights_with_the_same_budget():
     assert used["evals"] == 300 and _weights_error(target, x) > 0.3  # stuck in the central mode
 
 
-@pytest.mark.xfail(strict=True, reason="unattainable for a path that starts from a point: in y = x/sqrt(lam) the "
-                   "contractions are a drift -c y, so particles split between modes as under pi(y) exp(-c|y|^2/2), "
-                   "which hands the grid's centre mode (at the path's start) more than its weight")
+@pytest.mark.xfail(strict=True, reason="unattainable for the unweighted annealed Langevin on a path that starts "
+                   "from a point: in y = x/sqrt(lam) the contractions are a drift -c y, so particles split between "
+                   "modes as under pi(y) exp(-c|y|^2/2), which hands the grid's centre mode (at the path's start) "
+                   "more than its weight; dilation-smc weights that tilt away (tests/test_dilation_smc.py)")
 @pytest.mark.parametrize("grid", ["geometric", "log-quadratic"])
 def test_issue7_on_the_3x3_grid_whose_centre_mode_sits_at_the_start(grid):
     target = T.grid()
