@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from conftest import gaussian_params
 from udiff import recipe as R
 from udiff.build import PROCESSES, build_model
 from udiff.errors import NonFiniteResult, UdiffError
@@ -29,25 +30,14 @@ PROCS["recipe-1x1"] = {"kind": "recipe", "D": [[0.5]], "Q": [[0.0]]}
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
-
-
-def gaussian(d=D, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
-    cov = (q * torch.logspace(0, -2, d, dtype=torch.float64)) @ q.T
-    mean = torch.randn(d, dtype=torch.float64, generator=g) * 0.5
-    return mean, cov
 
 
 def exact_model(process: dict, schedule: dict, shape=(D,)):
     raw = {"data": {"source": "digits"}, "process": process, "schedule": schedule, "net": {"kind": "gaussian"}}
     model = build_model(R.from_dict(raw), {"shape": list(shape)})
-    mean, cov = gaussian(math.prod(shape))
+    mean, cov = gaussian_params(math.prod(shape))
     m, c = encode_moments(model.basis, mean, cov, shape)
     model.mean.copy_(m)
     model.cov.copy_(c)

@@ -22,7 +22,7 @@ from udiff import recipe as R
 from udiff.build import build_model, fit_basis
 from udiff.phase_space import psld
 from udiff.process import VP
-from udiff.schedule import Schedule, VDMLearned, VDMLinear, VPLinear
+from udiff.schedule import Schedule, VarianceGrad, VDMLearned, VDMLinear, VPLinear
 
 
 def _draws(n, seed):
@@ -36,13 +36,6 @@ HELD = _draws(2_000, 99)
 PSLD_CLOCK = 'kind = "vp-linear"\nbeta_min = 8.0\nbeta_max = 8.0'  # PSLD's constant beta = 8, t from 1e-5
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensors: one thread avoids waiting on a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gaussian_model(process="vp", basis="pixel", whiten=False, schedule='kind = "vp-linear"'):
@@ -228,12 +221,13 @@ def test_variance_minimization_gives_the_shape_the_gradient_of_the_square():
     hooked.load_state_dict(plain.state_dict())
     t = torch.rand(16, dtype=torch.float64)
 
-    def per_item(s):  # any per-item loss of gamma(t_i) and gamma'(t_i)
-        lvl = s.level(t, 1)
+    def per_item(s, box=None):  # any per-item loss of gamma(t_i) and gamma'(t_i)
+        lvl = s.level(t, 1, variance_grad=box)
         return (torch.sin(lvl.gamma) * lvl.dgamma).flatten() / 10 + 2.0
 
-    loss = per_item(hooked)
-    hooked.observe_diffusion_loss(loss)
+    box = VarianceGrad()
+    loss = per_item(hooked, box)
+    box.set(loss)
     loss.mean().backward()
     per_item(plain).square().mean().backward()
     for name in ("w1", "w2", "b2", "w3"):

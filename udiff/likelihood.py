@@ -27,6 +27,7 @@ from .errors import NonFiniteResult, UdiffError
 from .ode import dopri5
 from .registry import NLL_METHODS
 from .rng import NoiseSource, step_seed
+from .schedule import VarianceGrad
 
 BINS = 256
 LN2 = math.log(2.0)
@@ -191,7 +192,7 @@ def _mean_gamma(lvl) -> torch.Tensor:
 
 def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, *, image8: bool,
               steps: int = 0, eps0: torch.Tensor | None = None, params: dict | None = None,
-              sampling: str = "gamma", control: bool = True, ref=None):
+              sampling: str = "gamma", control: bool = True, ref=None, variance_grad=None):
     """(prior, recon, diffusion), each (R,) nats summed over the data, for R rows.
 
     x: data (R, *event) (bin centres for 8-bit images); x0 = model.encode(x) (R, 1, *event); u (R,) uniforms
@@ -237,7 +238,7 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
     else:
         tc = t_min + (1.0 - t_min) * u
     if not steps:
-        lvl = model.level(tc, **kw)
+        lvl = model.level(tc, **kw, **({"variance_grad": variance_grad} if variance_grad is not None else {}))
         z = C.perturb(proc, x0, eps, lvl)
         diff = diffusion_continuous(proc, model.eps(z, lvl), target, lvl)
         if control:  # minus the reference denoiser's integrand, plus its mean over eps
@@ -283,12 +284,12 @@ def vlb_loss(model, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: tor
     t_min = float(model.schedule.t_min)
     u = (t.double() - t_min) / (1.0 - t_min)
     eps0 = torch.randn_like(eps) if image8 else None
+    shape_grad = VarianceGrad() if getattr(model.schedule, "minimize_variance", False) else None
     prior, recon, diff = vlb_terms(model, x, x0, u, eps, image8=image8, eps0=eps0, params=params,
-                                   sampling="uniform", control=False)
+                                   sampling="uniform", control=False, variance_grad=shape_grad)
     d = math.prod(model.event_shape)
-    hook = getattr(model.schedule, "observe_diffusion_loss", None)
-    if hook is not None:
-        hook(diff / d)
+    if shape_grad is not None:
+        shape_grad.set(diff / d)
     return ((prior + recon + diff) / d).float()
 
 

@@ -550,25 +550,21 @@ class PythonTargetSpec:
             _require(bool(mod and name), "target", key, f'expected "module:function", got {v!r}')
 
 
-TARGET_SAMPLERS = ("dilation", "ula", "mala", "convolution-mc")
-LAMBDA_GRIDS = ("geometric", "log-quadratic", "linear", "cosine")
+TARGET_SAMPLERS = REG.TARGET_SAMPLERS.names()
+LAMBDA_GRIDS = REG.LAMBDA_GRIDS.names()
 
 
 @dataclass(frozen=True)
 class TargetSampleSpec:
     """Which sampler draws from the target, and its budget of target-gradient evaluations per sample."""
 
-    sampler: str = opt("dilation", doc="dilation (annealed Langevin on the dilation path), ula or mala (plain "
-                                       "Langevin at lambda = 1), convolution-mc (annealed Langevin on the "
-                                       "Gaussian-convolution path, importance-sampled scores)", choices=TARGET_SAMPLERS)
+    sampler: str = opt("dilation-smc", doc=REG.TARGET_SAMPLERS.doc(), choices=TARGET_SAMPLERS)
     steps: int = opt(1000, doc="target-gradient evaluations per sample: the same budget for every sampler", min=1)
     levels: int = opt(100, doc="lambda levels from lambda_min to 1 (dilation, convolution-mc)", min=1)
     lambda_min: float = opt(1e-4, doc="first lambda of the path (lambda = 0 is a Dirac at the origin); any "
                                       "float > 0, 1e-300 included (convolution-mc starts at 1e-6 at least)",
                             min=0.0, max=1.0, min_open=True)
-    lambda_grid: str = opt("geometric", doc="spacing of the levels in t from 0 to 1: geometric (log lambda linear "
-                                            "in t), log-quadratic (log lambda = (1 - t)^2 log lambda_min: the "
-                                            "contraction towards the origin fades linearly), linear, cosine",
+    lambda_grid: str = opt("geometric", doc="spacing of the levels in t from 0 to 1: " + REG.LAMBDA_GRIDS.doc(),
                            choices=LAMBDA_GRIDS)
     step_size: float = opt(0.05, doc="Langevin step h at lambda = 1; at level lambda of the dilation path the "
                                      "step is h * lambda", min=0.0, min_open=True)
@@ -578,13 +574,28 @@ class TargetSampleSpec:
                                          min_open=True)
     final_steps: int = opt(0, doc="MALA steps at lambda = 1 after the annealing (counted in steps)", min=0)
     mc_samples: int = opt(16, doc="importance samples per score estimate (convolution-mc)", min=1)
-    batch_size: int = opt(100000, doc="samples per batch (does not change the samples)", min=1)
+    cess: float = opt(0.5, doc="dilation-smc: the pilot's levels lower the tilt c as far as keeps this "
+                               "conditional effective sample size of their weights (bisection); the other "
+                               "populations re-space that path into as many levels as steps pays for",
+                      min=0.0, max=1.0, min_open=True)
+    moves: int = opt(2, doc="dilation-smc: MALA moves per level (their step adapts to target_accept [default "
+                            "0.574])", min=1)
+    resample_ess: float = opt(0.5, doc="dilation-smc: resample (systematic) a population whose effective sample "
+                                       "size falls below this fraction", min=0.0, max=1.0)
+    populations: int = opt(10, doc="dilation-smc: blocks of seeds, each an SMC run; the first (the pilot) adapts "
+                                   "the path, the spread of the others' log Z gives its standard error", min=1)
+    c0: Optional[float] = opt(None, doc="dilation-smc: the first level's tilt c (y ~ N(0, I/c0)) [default: the "
+                                        "smallest 4^k, k from 0, whose first weights keep an ESS of 0.1]",
+                              min=0.0, min_open=True)
+    batch_size: int = opt(100000, doc="samples per batch (does not change the samples); dilation-smc: particles "
+                                      "per target evaluation", min=1)
 
     section = "sample"
 
     def __post_init__(self):
         _require(self.target_accept is None or self.target_accept < 1.0, "sample", "target_accept",
                  f"must be < 1, got {self.target_accept}")
+        _require(self.cess < 1.0, "sample", "cess", f"must be < 1 (1 would never lower the tilt), got {self.cess}")
 
 
 def _require(ok: bool, section: str, key: str, msg: str):

@@ -161,3 +161,22 @@ for _name, _doc in (("lower-half", "the lower half is unknown"), ("upper-half", 
                     ("left-half", "the left half is unknown"), ("right-half", "the right half is unknown"),
                     ("center", "the central square is unknown")):
     MASKS.declare(_name, _doc)
+
+# ------------------------------------------------------------------------------------------------
+# Sampling a density known up to a constant (udiff/dilation.py)
+
+TARGET_SAMPLERS = Registry("target sampler", "udiff.dilation")
+TARGET_SAMPLERS.declare("dilation-smc", "sequential Monte Carlo along the dilation path's tilted laws: weighted, "
+                                        "resampled, with log Z", population=True)
+TARGET_SAMPLERS.declare("dilation", "annealed Langevin on the dilation path")
+TARGET_SAMPLERS.declare("ula", "plain Langevin at lambda = 1")
+TARGET_SAMPLERS.declare("mala", "Metropolis-adjusted Langevin at lambda = 1")
+TARGET_SAMPLERS.declare("convolution-mc", "annealed Langevin on the Gaussian-convolution path, importance-sampled "
+                                          "scores")
+
+LAMBDA_GRIDS = Registry("lambda grid", "udiff.dilation")
+LAMBDA_GRIDS.declare("geometric", "log lambda linear in t")
+LAMBDA_GRIDS.declare("log-quadratic", "log lambda = (1 - t)^2 log lambda_min: the contraction towards the origin "
+                                      "fades linearly")
+LAMBDA_GRIDS.declare("linear", "lambda linear in t")
+LAMBDA_GRIDS.declare("cosine", "cosine in t")

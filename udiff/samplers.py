@@ -75,9 +75,10 @@ def grid_edm(steps: int, t_end: float, schedule=None, rho: float = 7.0, **_) -> 
     ends = schedule.gamma(torch.tensor([1.0, t_end], dtype=torch.float64)).reshape(2, -1)[:, reps]
     cap = 2.0 * math.log(EDM_SIGMA_MAX)
     top = None
-    if steps > 1 and not getattr(schedule, "componentwise", False) and float(ends[0].max()) > cap > float(ends[1].max()):
-        top, steps, ends = float(schedule.t_of_gamma(torch.tensor(cap, dtype=torch.float64))), steps - 1, \
-            torch.stack([torch.full_like(ends[0], cap), ends[1]])
+    scalar = not getattr(schedule, "componentwise", False)
+    if steps > 1 and scalar and float(ends[0].max()) > cap > float(ends[1].max()):
+        top = float(schedule.t_of_gamma(torch.tensor(cap, dtype=torch.float64)))
+        steps, ends = steps - 1, torch.stack([torch.full_like(ends[0], cap), ends[1]])
     i = torch.arange(steps + 1, dtype=torch.float64) / steps
     r_hi, r_lo = torch.exp(ends[0] / (2 * rho)), torch.exp(ends[1] / (2 * rho))  # s^{1/ρ} at the two ends
     if reps.numel() == 1 and not getattr(schedule, "componentwise", False):

@@ -15,7 +15,7 @@ from .options import device_option, emit, json_option, set_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
               help="First seed when only -n is given.")
 @click.option("--sampler", type=click.Choice(SAMPLERS + TARGET_SAMPLERS),
-              help="Sampler; overrides [sample] sampler (a target recipe takes dilation, ula, mala, convolution-mc).")
+              help=f"Sampler; overrides [sample] sampler (a target recipe takes {', '.join(TARGET_SAMPLERS)}).")
 @click.option("--steps", type=click.IntRange(min=1), metavar="K",
               help="Steps; overrides [sample] steps (a target recipe: target-gradient evaluations per sample).")
 @click.option("--time-grid", type=click.Choice(GRIDS), help="Time grid; overrides [sample] grid.")
