@@ -1,13 +1,14 @@
 """Sequential Monte Carlo along the dilation path (issue 14): exact weights, every mode's weight, and log Z.
 
 The sequence is pi_c(y) ∝ pi(y) exp(-c|y|^2/2) from c0 to 0 (docs/dilation-smc.md). The headline test runs the
-sampler at its defaults with 10,000 particles on mixtures with known weights and log Z: narrow equidistant modes
-in 2-D and 8-D, the 3x3 grid (modes at unequal distances from the origin, where the path starts) and a 10-D
-mixture, at 300 target-gradient evaluations per particle (600 for the narrow circle, whose path is the longest:
-its length grows like 2 r / sigma, and log Z's variance like length^2 / evaluations). The paper's annealed
-Langevin (`dilation`, at its defaults and the same budget) is run beside it on the same seeds. The other tests
-check the pieces against closed forms: the first level's estimate of Z_c0, systematic resampling, the bisection, the re-spacing, the
-per-seed contract and the budget, and that the reported standard error of log Z is honest over repeated runs.
+sampler at its defaults with 10,000 particles on mixtures with known weights and log Z: narrow equidistant modes in
+2-D and 8-D, the 3x3 grid (modes at unequal distances from the origin, where the path starts) and a 10-D mixture,
+at 300 target-gradient evaluations per particle (600 for the narrow circle, whose path is the longest: its length
+grows like 2 r / sigma, and log Z's variance like length^2 / evaluations). The paper's annealed Langevin
+(`dilation`, at its defaults and the same budget) is run beside it on the same seeds. The other tests check the
+pieces against closed forms: the first level's estimate of Z_c0, systematic resampling, the bisection, the re-
+spacing, the per-seed contract and the budget, and that the reported standard error of log Z is honest over
+repeated runs.
 """
 
 import json
