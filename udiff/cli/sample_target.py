@@ -93,6 +93,12 @@ def sample_target(recipe_path, seed_list, *, sampler, steps, time_grid, out, gri
     for name, x, used, seconds in runs:
         results.append({"sampler": name, **used, "evals_total": used["evals"] * len(seed_list),
                         "seconds": round(seconds, 3), **M.evaluate(target, x), **M.log_z_error(target, used)})
+    bad = int((~torch.isfinite(runs[0][1])).any(1).sum())
+    if bad:
+        from ..errors import NonFiniteResult
+
+        raise NonFiniteResult(f"{recipe_path}: {bad} of {len(seed_list)} samples of {s.sampler} diverged (NaN or "
+                              "Inf); lower [sample] step_size, set mala = true or raise steps; nothing was written")
     tensors = {"x": runs[0][1], "seeds": torch.tensor(seed_list, dtype=torch.int64)}
     meta = {"udiff.samples": {**results[0], "n": len(seed_list), "device": str(dev), "compare": results[1:]},
             "udiff.target": target.info()}
