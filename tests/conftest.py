@@ -42,6 +42,15 @@ def gauss_file(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """Many small tensor operations: one thread is fastest, and far faster on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def runner():
     return CliRunner()
 

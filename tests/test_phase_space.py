@@ -25,12 +25,8 @@ CONST8 = VPLinear(8.0, 8.0)  # PSLD's constant beta = 8: B(t) = 8 t
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These are many small tensor operations: one thread is fastest, and far faster on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def _lvl(schedule, t, ndim=1):

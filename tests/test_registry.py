@@ -38,7 +38,7 @@ def test_recipe_choices_are_the_registry(name):
 def test_net_options_are_the_registries():
     for kind in ("unet", "mlp"):
         assert _choices("net", "cond", kind) == REG.NET_COND.names()
-        assert _choices("net", "precond", kind) == REG.PRECONDS.names()
+        assert _choices("net", "precond", kind) == ("auto",) + REG.PRECONDS.names()
     assert REG.PRECONDS.implemented() == REG.PRECONDS.names()
 
 
@@ -85,3 +85,15 @@ def test_a_sampler_a_process_cannot_take_is_one_line_naming_what_can():
     msg = str(e.value)
     assert "ddim" in msg and "one number per component" in msg and "sscs" in msg and "heun" in msg
     assert "ddim" not in msg.split("use one of:")[1]
+
+
+def test_target_samplers_and_lambda_grids():
+    from udiff import dilation as D
+
+    assert _choices("sample", "sampler", None) == REG.SAMPLERS.names()
+    spec = R.TargetSampleSpec
+    fields = {f.name: f for f in dataclasses.fields(spec)}
+    assert tuple(fields["sampler"].metadata["choices"]) == REG.TARGET_SAMPLERS.names() == D.SAMPLERS
+    assert tuple(fields["lambda_grid"].metadata["choices"]) == REG.LAMBDA_GRIDS.names() == D.GRIDS
+    assert REG.TARGET_SAMPLERS.implemented() == REG.TARGET_SAMPLERS.names()
+    assert REG.LAMBDA_GRIDS.implemented() == REG.LAMBDA_GRIDS.names()

@@ -97,8 +97,14 @@ NETS = {"unet": _unet, "mlp": _mlp}
 
 
 def resolve(recipe: R.Recipe, data_info: dict) -> R.Recipe:
-    """Fill in what depends on the data (the U-Net preset chosen by image size, preset values)."""
+    """Fill in what depends on the data or the process: the U-Net preset chosen by image size, preset values,
+    and [net] precond = "auto" (EDM's preconditioning where the process has one number per component: an
+    ε-network's errors grow like σ in x0 and make deterministic samplers noisy; docs/samplers.md)."""
     net = recipe.net
+    if getattr(net, "precond", None) == "auto":
+        chosen = "edm" if PRECONDS.entry("edm").requires <= build_process(recipe).traits else "eps"
+        recipe = recipe.with_section("net", precond=chosen)
+        net = recipe.net
     if isinstance(net, R.UNetSpec):
         from .nets.unet import PRESETS, auto_preset
 
@@ -141,6 +147,8 @@ def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
     if isinstance(recipe.net, R.GaussianNetSpec):
         return GaussianModel(basis, process, schedule, shape, jitter=recipe.net.jitter)
     owner = f"[process] kind = {process.name!r}"
+    if recipe.net.precond == "auto":
+        recipe = resolve(recipe, data_info)
     PRECONDS.check(recipe.net.precond, process.traits, owner)
     WEIGHTINGS.check(recipe.train.weighting, process.traits, owner)
     net = NETS[recipe.net.kind](recipe.net, shape, process.k, process.predicted)
@@ -185,10 +193,16 @@ def apply_sample_settings(model, rec: R.Recipe):
 
 
 def recipe_of(artifact, overrides=()) -> R.Recipe:
-    """The recipe stored in an artifact, with `--set` overrides applied and validated."""
+    """The recipe stored in an artifact, with `--set` overrides applied and validated. Artifacts of format 1
+    were made before [net] precond existed: their networks predict ε."""
     text = artifact.recipe_json
     if text is None:
         raise RecipeError(f"{artifact.path}: artifact holds no recipe; re-create it with udiff")
+    if artifact.meta.get("udiff.format") == "1":
+        raw = json.loads(text)
+        if raw.get("net", {}).get("kind") in NETS and "precond" not in raw["net"]:
+            raw["net"]["precond"] = "eps"
+            text = json.dumps(raw)
     return R.from_json(text, origin=artifact.path, overrides=overrides)
 
 

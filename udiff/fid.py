@@ -179,7 +179,7 @@ def _inception(arg: str, weights: Optional[str]) -> Extractor:
         raise UdiffError(f"{where}; the inception extractor needs torch-fidelity's Inception-v3 weights, the file "
                          f"{INCEPTION_FILE} (your own copy; udiff never downloads)")
     state = _load_state(path)
-    buf = io.BytesIO()  # torch-fidelity torch.load()s its weights path: it is given these tensors, re-saved
+    buf = io.BytesIO()  # torch-fidelity opens its weights path with torch's loader: plain tensors, re-saved
     torch.save(state, buf)
     handling = "uint8, grey repeated to 3 channels, torch-fidelity's TF1-compatible bilinear resize to 299x299"
     return Extractor("inception", "inception", "inception-v3-compat", "2048", file_sha256(path), handling,

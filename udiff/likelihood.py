@@ -1,85 +1,15 @@
 """Likelihood: VDM's variational bound and the probability-flow ODE log-likelihood, for every process and basis.
 
-Everything is computed in the component space of the model's basis, chi = S^-1 U (x - mu), on the process
-state z (B, k, *event), and reported for the data x: densities pick up log|det dchi/dx| = -sum_i log S_i
-(U is orthonormal), so a float model's NLL is in data space whatever the basis. Units: bits/dim for 8-bit
-images (a bound on the probability of the discrete data), nats/dim for float data (D = the data's dimension,
-never k·D).
+The derivation is in docs/likelihood.md: the bound's three terms (prior, 256-way or Gaussian reconstruction,
+diffusion in continuous or discrete time) for any linear Gaussian process, the phase-space bound with the
+momentum integrated out (why the HSM network's bound needs no sampled momentum), the PF-ODE estimator with
+Hutchinson's trace and its dequantization, and the estimators' control variates. Everything is computed in the
+component space of the model's basis and reported for the data (the basis's Jacobian included): bits/dim for
+8-bit images, nats/dim for float data.
 
-The variational bound (`method = "vlb"`), per item (VDM eq. 11; algorithms.md §1.3, §4.4):
-
-    -log p(x) <= L_prior + L_recon + L_diffusion
-
-    L_prior      KL(q(z_1 | x) || N(0, Sigma_inf)), closed form per component from `process.marginal`.
-    L_recon      E_q(z_0|x) [-log p(x | z_0)] at t_0 = the schedule's t_min. With (w, y) = `gaussian_obs`,
-                 z_0 is an observation of x0 with precision w and sufficient statistic y ~ N(w x0, w), so the
-                 decoder is built on x_hat = y / w: for float data the Gaussian N(x0; x_hat, 1/w) (its
-                 expectation is closed form: 1/2 log(2 pi e / w) per component, plus sum log S); for 8-bit
-                 images VDM's 256-way categorical over the bin centres v_k with logits -(v_k - x_hat)^2 / 2v
-                 in data space (v = the decoded estimate's variance per pixel: S^2 / w for the pixel basis,
-                 sum_j U_jp^2 S_j^2 / w_j in general), estimated with one z_0 per repeat. For VP this is
-                 VDM's decoder exactly (w = SNR(0), x_hat = z_0 / alpha_0).
-    L_diffusion  continuous time: 1/2 int E || G^T (s_theta - grad log q(z_t | x)) ||^2 dt, the Girsanov term
-                 between the model's reverse SDE and the one of the process conditioned on x (Song et al.
-                 2021, "Maximum likelihood training of score-based diffusion models", Thm. 1 in KL form). With
-                 d = eps_hat - eps the score error is score_from_eps(d) (linear) and g g^T times it is
-                 -reverse_drift(0, d) (the drift is linear, f(0) = 0), so per component and slot this is VDM's
-                 1/2 gamma_i' (eps_i - eps_hat_i)^2 for VP (eq. 17, component-wise as in GUD) and the
-                 likelihood weighting of PSLD/CLD for phase-space processes. Estimated at low-discrepancy
-                 times t = t_min + (1 - t_min) u.
-                 Discrete T: sum over the T steps s = t - 1/T of KL(q(z_s | z_t, x) || q(z_s | z_t, x_hat)).
-                 For any linear Gaussian process both posteriors share their covariance and their means differ
-                 by Sigma_post Sigma_s^-1 h_s (x - x_hat), whose squared Sigma_post^-1 norm is (w_s - w_t)(x -
-                 x_hat)^2 (Woodbury, with Phi h_s = h_t): L_T = T/2 E_i[(w_s - w_t)(x - x_hat)^2], VDM's
-                 eq. 13 (T/2)(SNR_s - SNR_t)||x - x_hat||^2 = (T/2) expm1(gamma_t - gamma_s)||eps - eps_hat||^2,
-                 with w the precision of x0 in z (= SNR for VP) and x_hat = process.x0_from_eps.
-
-Phase-space processes (k = 2: x and a momentum m). The model is a density on (x, m) at t_min; its marginal of
-x is bounded by averaging over any law r(m0) (Jensen):
-
-    -log p(x0) <= E_{m0 ~ r} [-log p(x0, m0)] - H(r),       r = N(0, kappa M) (the process's `init_cov`).
-
-For a fixed (x0, m0) the bound above holds with the conditional score grad log q(z_t | x0, m0) (covariance
-Sigma_D). The network was trained on hybrid score matching (HSM): its eps-target is that of q_H(z_t | x0) =
-E_m0 q(z_t | x0, m0) (covariance Sigma_H = Sigma_D + kappa M a a^T, a = the mean map's momentum column).
-Averaging over m0 given z_t, E[grad log q(z_t | x0, m0) | z_t] = grad log q_H(z_t | x0) (Fisher's identity),
-so the cross term vanishes and
-
-    E || G^T (s_theta - s_D) ||^2 = E || G^T (s_theta - s_H) ||^2 + tr(G G^T (Sigma_D^-1 - Sigma_H^-1)):
-
-the extra term is closed form (both scores are affine in z_t; E||G^T s_D||^2 = tr(GG^T Sigma_D^-1) and
-E||G^T s_H||^2 = tr(GG^T Sigma_H^-1)). It does not depend on theta, and it cancels: integrated from t_min to
-1 and added to the averaged prior term E_m0 KL(q(z_1|x0,m0) || pi) = KL(q_H(z_1|x0) || pi) +
-E_m0 KL(q(z_1|x0,m0) || q_H(z_1|x0)), it gives the information the path carries about m0,
-I(m0; z_[t_min,1] | x0) = I(m0; z_t_min | x0) = 1/2 log(det Sigma_H / det Sigma_D) at t_min (the path is
-Markov, so by the chain rule of KL along it). With the decoder p(x0, m0 | z_t_min) proportional to
-q(z_t_min | x0, m0) r(m0), its reconstruction term minus H(r) is the x-only decoder's term minus that same
-mutual information (Gaussian algebra: the joint posterior's log-determinant splits into x's and m's given x).
-So the augmented bound equals, term for term,
-
-    KL(q_H(z_1 | x0) || pi) + 1/2 int || G^T (s_theta - s_H) ||^2 dt + E_q_H(z_t_min|x0) [-log p(x0 | z_t_min)],
-
-the generic bound above with q = q_H, which is what is computed (no m0 is sampled; `perturb` draws from q_H
-and `gaussian_obs` reads x0 from both slots). The output says that it bounds -log p(x) with the momentum
-integrated out. A decoder of m0 that ignored r would only add a gap.
-
-The probability-flow ODE (`method = "ode"`): dz/dt = f - 1/2 g g^T s_theta (`reverse_drift(pf_ode=True)`),
-integrated from t_min to 1 with adaptive Dormand-Prince (`ode.dopri5`) together with d log p = -div dt, the
-divergence estimated by Hutchinson's v^T (dF/dz) v with a Rademacher v fixed per solve (one vector-Jacobian
-product per evaluation): log p_t_min(z) = log pi(z_1) + int div dt. 8-bit data are dequantized uniformly
-within their bin (x + u, u ~ U(-1/256, 1/256)): -log2 P(x) <= E_u[-log2 p(x + u)] + D log2(128) (the "+7
-bits/dim" of data in [-1, 1]). Phase-space processes start from (x0, m0), m0 ~ N(0, kappa M), and subtract
-H(m0), as CLD's code does. NFE = evaluations of the network per solve.
-
-Estimators: every item gets K repeats; its randomness (times, noise, dequantization, momentum, probes) is a
-pure function of (seed, item index, repeat), so results do not depend on the batch size and a data set can be
-split across processes. Repeat r of an item uses t = (u + r/K) mod 1 for one uniform u per item
-(low-discrepancy times, independent across items), so the per-item means are independent and `stderr` =
-their standard deviation / sqrt(n) is the standard error of the mean (it counts the spread of the data and
-of the estimator together). Two control variates with exact means cut the estimator's noise without bias:
-the VLB subtracts the same term for a Gaussian reference denoiser (independent components with the data's
-mean and variance) and adds its closed-form mean; the ODE's Hutchinson estimate covers only what the
-reference drift's exactly known trace does not.
+Estimators: every item's randomness (times, noise, dequantization, momentum, probes) is a pure function of
+(seed, item index, repeat), so results do not depend on the batch size; `evaluate` chooses the repeats for a
+target standard error unless they are given.
 
 Pure torch: no click, no file system, no printing.
 """
@@ -97,6 +27,7 @@ from .errors import NonFiniteResult, UdiffError
 from .ode import dopri5
 from .registry import NLL_METHODS
 from .rng import NoiseSource, step_seed
+from .schedule import VarianceGrad
 
 BINS = 256
 LN2 = math.log(2.0)
@@ -261,7 +192,7 @@ def _mean_gamma(lvl) -> torch.Tensor:
 
 def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, *, image8: bool,
               steps: int = 0, eps0: torch.Tensor | None = None, params: dict | None = None,
-              sampling: str = "gamma", control: bool = True, ref=None):
+              sampling: str = "gamma", control: bool = True, ref=None, variance_grad=None):
     """(prior, recon, diffusion), each (R,) nats summed over the data, for R rows.
 
     x: data (R, *event) (bin centres for 8-bit images); x0 = model.encode(x) (R, 1, *event); u (R,) uniforms
@@ -307,7 +238,7 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
     else:
         tc = t_min + (1.0 - t_min) * u
     if not steps:
-        lvl = model.level(tc, **kw)
+        lvl = model.level(tc, **kw, **({"variance_grad": variance_grad} if variance_grad is not None else {}))
         z = C.perturb(proc, x0, eps, lvl)
         diff = diffusion_continuous(proc, model.eps(z, lvl), target, lvl)
         if control:  # minus the reference denoiser's integrand, plus its mean over eps
@@ -353,12 +284,12 @@ def vlb_loss(model, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: tor
     t_min = float(model.schedule.t_min)
     u = (t.double() - t_min) / (1.0 - t_min)
     eps0 = torch.randn_like(eps) if image8 else None
+    shape_grad = VarianceGrad() if getattr(model.schedule, "minimize_variance", False) else None
     prior, recon, diff = vlb_terms(model, x, x0, u, eps, image8=image8, eps0=eps0, params=params,
-                                   sampling="uniform", control=False)
+                                   sampling="uniform", control=False, variance_grad=shape_grad)
     d = math.prod(model.event_shape)
-    hook = getattr(model.schedule, "observe_diffusion_loss", None)
-    if hook is not None:
-        hook(diff / d)
+    if shape_grad is not None:
+        shape_grad.set(diff / d)
     return ((prior + recon + diff) / d).float()
 
 

@@ -2,7 +2,7 @@
 
 The weight multiplies (eps_hat - eps)^2 component by component, so component-wise schedules weight each
 component by its own level. `vlb` is VDM's continuous-time diffusion term, 1/2 gamma'(t) per component
-(VDM eq. 17; algorithms.md §1.3): with it, the loss is the diffusion part of the bound in nats per dim.
+(VDM eq. 17; docs/likelihood.md): with it, the loss is the diffusion part of the bound in nats per dim.
 """
 
 from __future__ import annotations

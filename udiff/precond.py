@@ -12,8 +12,6 @@ The network's noise label is the same for both (nets.embeddings.noise_label of t
 
 from __future__ import annotations
 
-import torch
-
 from . import conversions as C
 from .registry import PRECONDS
 

@@ -95,17 +95,23 @@ class Registry:
 # process and schedule: samplers.defaults().
 
 SAMPLERS = Registry("sampler", "udiff.samplers")
-SAMPLERS.declare("ancestral", "VDM's ancestral sampler: draws from the Gaussian posterior at every step")
-SAMPLERS.declare("em", "Euler-Maruyama on the reverse-time SDE")
-SAMPLERS.declare("ddim", "DDIM, deterministic for eta = 0", requires=("scalar",))
-SAMPLERS.declare("heun", "Heun's second-order method on the probability-flow ODE (EDM's)")
-SAMPLERS.declare("rk45", "adaptive Dormand-Prince on the probability-flow ODE", adaptive=True)
+# steps and grid: each sampler's default, measured on the Gaussian oracle for every process and the vdm-linear,
+# vp-linear and cosine schedules (docs/samplers.md; tests/test_defaults.py runs them).
+SAMPLERS.declare("ancestral", "VDM's ancestral sampler: draws from the Gaussian posterior at every step",
+                 steps=1024, grid="uniform")
+SAMPLERS.declare("em", "Euler-Maruyama on the reverse-time SDE", steps=256, grid="uniform")
+SAMPLERS.declare("ddim", "DDIM, deterministic for eta = 0", requires=("scalar",), steps=256, grid="edm")
+SAMPLERS.declare("heun", "Heun's second-order method on the probability-flow ODE (EDM's)", steps=32, grid="edm")
+SAMPLERS.declare("rk45", "adaptive Dormand-Prince on the probability-flow ODE", adaptive=True, steps=1,
+                 grid="uniform")
 SAMPLERS.declare("sscs", "symmetric splitting for phase-space processes (CLD/PSLD)",
-                 requires=("splitting",))
-SAMPLERS.declare("edm", "EDM's stochastic Heun: noise added back (churn) before each Heun step")
-SAMPLERS.declare("dpmpp-2m", "DPM-Solver++(2M), second-order multistep in log-SNR", requires=("scalar",))
+                 requires=("splitting",), steps=100, grid="quadratic")
+SAMPLERS.declare("edm", "EDM's stochastic Heun: noise added back (churn) before each Heun step", steps=32,
+                 grid="edm")
+SAMPLERS.declare("dpmpp-2m", "DPM-Solver++(2M), second-order multistep in log-SNR", requires=("scalar",),
+                 steps=30, grid="edm")
 SAMPLERS.declare("dpmpp-2m-sde", "DPM-Solver++(2M) for the reverse SDE, second-order multistep",
-                 requires=("scalar",))
+                 requires=("scalar",), steps=64, grid="edm")
 
 GRIDS = Registry("time grid", "udiff.samplers")
 GRIDS.declare("uniform", "uniform in t")
@@ -155,3 +161,22 @@ for _name, _doc in (("lower-half", "the lower half is unknown"), ("upper-half", 
                     ("left-half", "the left half is unknown"), ("right-half", "the right half is unknown"),
                     ("center", "the central square is unknown")):
     MASKS.declare(_name, _doc)
+
+# ------------------------------------------------------------------------------------------------
+# Sampling a density known up to a constant (udiff/dilation.py)
+
+TARGET_SAMPLERS = Registry("target sampler", "udiff.dilation")
+TARGET_SAMPLERS.declare("dilation-smc", "sequential Monte Carlo along the dilation path's tilted laws: weighted, "
+                                        "resampled, with log Z", population=True)
+TARGET_SAMPLERS.declare("dilation", "annealed Langevin on the dilation path")
+TARGET_SAMPLERS.declare("ula", "plain Langevin at lambda = 1")
+TARGET_SAMPLERS.declare("mala", "Metropolis-adjusted Langevin at lambda = 1")
+TARGET_SAMPLERS.declare("convolution-mc", "annealed Langevin on the Gaussian-convolution path, importance-sampled "
+                                          "scores")
+
+LAMBDA_GRIDS = Registry("lambda grid", "udiff.dilation")
+LAMBDA_GRIDS.declare("geometric", "log lambda linear in t")
+LAMBDA_GRIDS.declare("log-quadratic", "log lambda = (1 - t)^2 log lambda_min: the contraction towards the origin "
+                                      "fades linearly")
+LAMBDA_GRIDS.declare("linear", "lambda linear in t")
+LAMBDA_GRIDS.declare("cosine", "cosine in t")

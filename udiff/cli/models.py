@@ -120,3 +120,25 @@ def sample_tensors(x, seeds, image8: bool) -> dict:
     else:
         out["x"] = x.float()
     return out
+
+
+def write_samples(out, tensors: dict, recipe_json: str, meta: dict, *, grid_png=None, grid_scale: int = 1,
+                  pictures=None):
+    """The samples artifact at `out` ("-": stdout) and the picture at `grid_png`, both or neither: written under
+    temporary names and renamed together. `pictures`: float images in [-1, 1] when the tensors hold no
+    uint8 `images`."""
+    from .. import artifacts
+
+    with artifacts.Outputs() as outputs:
+        if grid_png:
+            from ..data import to_uint8
+            from ..images import grid, save_png
+
+            pics = tensors["images"] if pictures is None else to_uint8(pictures.clamp(-1, 1))
+            save_png(outputs.stage(grid_png), grid(pics), scale=grid_scale)
+        if out and out != "-":
+            with open(outputs.stage(out), "wb") as fh:
+                fh.write(artifacts.to_bytes(tensors, "samples", recipe_json, meta))
+        outputs.commit()
+    if out == "-":
+        artifacts.save("-", tensors, "samples", recipe_json, meta)

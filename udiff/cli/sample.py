@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
-from .options import device_option, emit, json_option, set_option
+from .options import device_option, emit, json_option, seed_list_of, set_option
 
 
 @click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
@@ -15,7 +15,7 @@ from .options import device_option, emit, json_option, set_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
               help="First seed when only -n is given.")
 @click.option("--sampler", type=click.Choice(SAMPLERS + TARGET_SAMPLERS),
-              help="Sampler; overrides [sample] sampler (a target recipe takes dilation, ula, mala, convolution-mc).")
+              help=f"Sampler; overrides [sample] sampler (a target recipe takes {', '.join(TARGET_SAMPLERS)}).")
 @click.option("--steps", type=click.IntRange(min=1), metavar="K",
               help="Steps; overrides [sample] steps (a target recipe: target-gradient evaluations per sample).")
 @click.option("--time-grid", type=click.Choice(GRIDS), help="Time grid; overrides [sample] grid.")
@@ -52,19 +52,11 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     udiff sample recipes/dilation-gmm.toml -n 10000 -o run/gmm.safetensors
     udiff sample recipes/dilation-grid.toml -n 10000 -o run/grid.safetensors --compare --json
     """
-    from ..rng import parse_seeds
-
     if not out and not grid_png:
         raise click.UsageError("nothing to write: give -o SAMPLES and/or --grid PNG")
     if out == "-" and as_json:
         raise click.UsageError("--json and -o - both write to stdout; choose one")
-    seed_list = parse_seeds(seeds) if seeds else None
-    if seed_list is not None and num is not None and num != len(seed_list):
-        raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
-    if seed_list is None:
-        if num is None:
-            raise click.UsageError("give -n N or --seeds LIST")
-        seed_list = list(range(seed, seed + num))
+    seed_list = seed_list_of(num, seeds, seed)
     from .sample_target import looks_like_recipe, sample_target
 
     if looks_like_recipe(model_path):
@@ -78,9 +70,8 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
 
     import time
 
-    from .. import artifacts
     from ..samplers import generate
-    from .models import autocast, load_for_sampling, progress, sample_tensors
+    from .models import autocast, load_for_sampling, progress, sample_tensors, write_samples
 
     run = load_for_sampling(model_path, overrides, sampler=sampler, steps=steps, time_grid=time_grid,
                             batch_size=batch_size, no_ema=no_ema, basis_path=basis_path, device=device)
@@ -95,19 +86,8 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     tensors = sample_tensors(x, seed_list, run.image8)
     meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list),
                               "model": run.artifact.meta.get("udiff.sha256")}, "udiff.data": run.info}
-    with artifacts.Outputs() as outputs:
-        if grid_png:
-            from ..data import to_uint8
-            from ..images import grid, save_png
-
-            pics = tensors["images"] if run.image8 else to_uint8(x.clamp(-1, 1))
-            save_png(outputs.stage(grid_png), grid(pics), scale=grid_scale)
-        if out and out != "-":
-            with open(outputs.stage(out), "wb") as fh:
-                fh.write(artifacts.to_bytes(tensors, "samples", run.recipe.to_json(), meta))
-        outputs.commit()
-    if out == "-":
-        artifacts.save("-", tensors, "samples", run.recipe.to_json(), meta)
+    write_samples(out, tensors, run.recipe.to_json(), meta, grid_png=grid_png, grid_scale=grid_scale,
+                  pictures=None if run.image8 else x)
     wrote = " and ".join(p for p in (out if out != "-" else None, grid_png) if p) or "stdout"
     emit(as_json, {"out": out, "grid": grid_png, "n": len(seed_list), **used, "seconds": round(seconds, 3),
                    "device": str(run.device)},
