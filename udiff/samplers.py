@@ -266,9 +266,10 @@ def _dpmpp(model, z, ts, noise, *, sde: bool, denoise=True, callback=None):
         SDE: u' = (τ'/τ) e^{−h} u − expm1(−2h) D + τ' √(−expm1(−2h)) ξ     (their SDE solver, eq. 18)
 
     D = x̂0 + (h_i / 2h_{i−1})(x̂0 − x̂0_prev) for the ODE, and the SDE's second-order term adds
-    −expm1(−2h)/2 · (h_i/h_{i−1})(x̂0 − x̂0_prev) (the midpoint rule); the first and the last step are first order: the last one, from s = 0.002 (or
-    the grid's end) to t_end, would otherwise extrapolate x̂0 linearly in λ over a long step where it has levelled off. Component-
-    wise schedules work per component (a frozen component has h = 0 and does not move)."""
+    −expm1(−2h)/2 · (h_i/h_{i−1})(x̂0 − x̂0_prev) (the midpoint rule). The first and the last step are first
+    order: the last one, from s = 0.002 (or the grid's end) to t_end, would otherwise extrapolate x̂0 linearly
+    in λ over a long step where it has levelled off. Component-wise schedules work per component (a frozen
+    component has h = 0 and does not move)."""
     proc = model.process
     lv = _levels(model, ts, z.device)
     shape = tuple(z.shape[1:])
