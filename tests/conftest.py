@@ -42,6 +42,15 @@ def gauss_file(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """Small tensors: one thread avoids waiting on a busy second core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def runner():
     return CliRunner()
 
