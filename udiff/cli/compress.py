@@ -48,7 +48,7 @@ def command(model_path, source, decode, out, steps, limit, cells, batch_size, vl
     \b
     udiff compress run/vdm.safetensors fashion-mnist:test -o test.udz --json
     udiff compress -d run/vdm.safetensors test.udz -o test.safetensors
-    udiff compress run/vdm.safetensors digits -o - | udiff compress -d run/vdm.safetensors - -o digits.safetensors
+    udiff compress run/vdm.safetensors fashion-mnist:test --limit 16 -o - | udiff compress -d run/vdm.safetensors - -o x
     """
     if out == "-" and as_json:
         raise click.UsageError("--json and -o - both write to stdout; choose one")
