@@ -4,11 +4,12 @@
     python bench/dilation.py -n 2000 --steps 300 --set sample.levels=30    # quicker
     python bench/dilation.py --device cuda --json     # one JSON object per (target, sampler)
 
-For each recipe it runs the recipe's [sample] settings with every sampler (dilation, ula, mala, convolution-mc)
-on the same seeds and the same budget of target-gradient evaluations per sample, then prints a markdown table of
-the metrics against exact samples: max mode-weight error (mixtures), MMD (RBF, median heuristic), sliced W2,
-evaluations per sample, MALA acceptance, diverged samples and seconds. This is what `udiff sample RECIPE
---compare` does for one recipe.
+For each recipe it runs the recipe's [sample] settings with every sampler (dilation-smc, dilation, ula, mala,
+convolution-mc) on the same seeds and the same budget of target-gradient evaluations per sample, then prints a
+markdown table of the metrics against exact samples: max mode-weight error (mixtures), MMD (RBF, median
+heuristic), sliced W2, the error of log Z against the target's exact value with the sampler's standard error
+(dilation-smc), evaluations per sample, MALA acceptance, diverged samples, and seconds per 10,000 samples. This
+is what `udiff sample RECIPE --compare` does for one recipe.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def main(argv=None):
         for sampler, x, used, seconds in runs:  # metrics on the CPU once every sampler has run
             row = {"target": os.path.basename(path).removesuffix(".toml").removeprefix("dilation-"),
                    "kind": rec.target.kind, "dim": target.dim, "sampler": sampler, **used,
-                   "seconds": round(seconds, 1), **M.evaluate(target, x)}
+                   "seconds": round(seconds, 1), "seconds_per_10k": round(seconds * 1e4 / args.n, 1),
+                   **M.evaluate(target, x), **M.log_z_error(target, used)}
             rows.append(row)
             if args.json:
                 print(json.dumps(row, sort_keys=True), flush=True)
@@ -74,13 +76,15 @@ def table(rows, n) -> str:
         return format(r[key], fmt) if abs(r[key]) < 1e6 else "> 1e6"  # a few exploded chains dominate
 
     out = [f"{n} samples per run; budget = target-gradient evaluations per sample, the same for every sampler.", "",
-           "| target | d | sampler | evals | mode-weight err | MMD | SW2 | accept | diverged | s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| target | d | sampler | evals | mode-weight err | MMD | SW2 | log Z err ± se | accept | diverged "
+           "| s / 10k |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        logz = f"{r['log_z_error']:+.3f} ± {r['log_z_stderr']:.3f}" if "log_z_error" in r else "–"
         out.append(f"| {r['target']} | {r['dim']} | {r['sampler']} | {r['evals']} "
                    f"| {num(r, 'mode_weight_error', '.3f')} | {num(r, 'mmd', '.4f')} | {num(r, 'sw2', '.3f')} "
-                   f"| {num(r, 'acceptance', '.2f')} "
-                   f"| {r.get('nonfinite', 0)} | {r['seconds']} |")
+                   f"| {logz} | {num(r, 'acceptance', '.2f')} "
+                   f"| {r.get('nonfinite', 0)} | {r['seconds_per_10k']} |")
     return "\n".join(out)
 
 

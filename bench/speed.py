@@ -134,15 +134,15 @@ def udiff_train(cfg, images, batch, steps, warm, dev, compile_net):
 
 def udiff_sample(cfg, n, dev, compile_net):
     from udiff.build import build_model
-    from udiff.samplers import generate
+    from udiff.samplers import Plan, generate
 
     rec = udiff_recipe(cfg, 1, 1, compile_net)
     model = build_model(rec, {"shape": [3, 32, 32]}).prepare(dev, compile_net=compile_net).eval()
     ac = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-    generate(model, range(2), sampler="heun", steps=2, device=dev, autocast=ac)  # warm-up
+    generate(model, range(2), Plan(sampler="heun", steps=2), device=dev, autocast=ac)  # warm-up
     _sync(dev)
     t0 = time.perf_counter()
-    generate(model, range(n), sampler="heun", steps=17, batch_size=n, device=dev, autocast=ac)
+    generate(model, range(n), Plan(sampler="heun", steps=17), batch_size=n, device=dev, autocast=ac)
     _sync(dev)
     return n / (time.perf_counter() - t0)
 

@@ -22,7 +22,7 @@ def test_round_trip_keeps_tensors_and_metadata(tmp_path):
     art = A.load(p, "samples")
     assert art.kind == "samples" and art.recipe_json == '{"a":1}'
     assert art.json("udiff.n") == 3 and art.meta["udiff.s"] == "text"
-    assert art.meta["udiff.format"] == "1" and art.meta["format"] == "pt"
+    assert art.meta["udiff.format"] == str(A.FORMAT) and art.meta["format"] == "pt"
     for k, v in _tensors().items():
         assert torch.equal(art.tensors[k], v)
 

@@ -140,10 +140,11 @@ def test_chain_is_the_bounds_grid_with_sheppards_correction(models):
     for i in range(1, T + 1):
         s, t = chain.levels[i - 1], chain.levels[i]
         c = -math.expm1(float(s.gamma) - float(t.gamma))
-        fwd = float(t.sigma2) * c                          # q(z_i | z_{i-1}) = N(a z_{i-1}, sigma_t^2 c)
+        sig2 = [float(torch.sigmoid(lv.gamma)) for lv in (s, t)]  # VP: sigma^2 = sigmoid(gamma)
+        fwd = sig2[1] * c                                  # q(z_i | z_{i-1}) = N(a z_{i-1}, sigma_t^2 c)
         d = float(chain.delta[i].max())
         assert float(chain.q_std[i].max()) ** 2 == pytest.approx(fwd - d * d / 12, rel=1e-9)
-        post = float(s.sigma2) * c                         # p(z_{i-1} | z_i): variance sigma_s^2 c
+        post = sig2[0] * c                                 # p(z_{i-1} | z_i): variance sigma_s^2 c
         assert float(chain.p_std[i - 1].max()) ** 2 == pytest.approx(post, rel=1e-9)
     for d, q, p in zip(chain.delta, chain.q_std, chain.p_std):
         e = torch.log2(d)
@@ -204,7 +205,7 @@ def test_few_dozen_round_trip_and_bad_files(runner, models, tmp_path, one_thread
 
 def test_bad_input_gives_one_line_and_writes_nothing(runner, models, tmp_path, gauss_file, one_thread):
     out = str(tmp_path / "x.udz")
-    _fails(runner, ["compress", models["psld"], "digits", "-o", out], "VP/VDM model (k = 1)", tmp_path)
+    _fails(runner, ["compress", models["psld"], "digits", "-o", out], "one number per component", tmp_path)
     _fails(runner, ["compress", models["tiny"], "fashion-mnist:test", "--limit", "2", "-o", out],
            "trained on (1, 8, 8)", tmp_path)
     _fails(runner, ["compress", models["tiny"], f"tensors:{gauss_file}", "-o", out], "float data", tmp_path)

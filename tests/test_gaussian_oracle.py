@@ -56,12 +56,12 @@ def test_every_sampler_reproduces_the_gaussian(sampler, gauss_model, gauss_file,
 def test_error_shrinks_with_more_steps(gauss_model, runner, tmp_path):
     """A wrong drift or step would plateau; a correct sampler converges to the data's covariance."""
     from udiff.build import model_from_artifact
-    from udiff.samplers import generate
+    from udiff.samplers import Plan, generate
 
     model, _, _ = model_from_artifact(artifacts.load(gauss_model, "model"))
     cov = model.cov.double()
     errs = []
     for steps in (8, 32):
-        x, _ = generate(model, range(20000), sampler="heun", steps=steps, batch_size=20000)
+        x, _ = generate(model, range(20000), Plan(sampler="heun", steps=steps), batch_size=20000)
         errs.append(_rel(torch.cov(x.double().T), cov))
     assert errs[1] < 0.5 * errs[0]

@@ -6,7 +6,7 @@ import torch
 from udiff import recipe as R
 from udiff.build import build_model, resolve
 from udiff.errors import RecipeError
-from udiff.nets.gaussian import GaussianModel
+from udiff.model import GaussianModel
 from udiff.nets.unet import PRESETS, UNet
 from udiff.process import VP
 from udiff.basis import PixelBasis
@@ -27,7 +27,7 @@ def test_diagonal_gaussian_posterior_is_the_scalar_formula():
     m = _gauss(mean, torch.diag(var), (d,))
     lvl = m.level(torch.tensor([0.2, 0.7], dtype=torch.float64))
     z = torch.randn(2, 1, d, dtype=torch.float64)
-    a, s2 = lvl.alpha[:, 0], lvl.sigma2[:, 0]
+    a, s2 = torch.sigmoid(-lvl.gamma[:, 0]).sqrt(), torch.sigmoid(lvl.gamma[:, 0])
     x0 = mean + var * a / (a * a * var + s2) * (z[:, 0] - a * mean)  # E[x0 | z], one component at a time
     assert torch.allclose(m.posterior_mean(z, lvl)[:, 0], x0, atol=1e-10)
     eps = (z[:, 0] - a * x0) / s2.sqrt()
@@ -42,7 +42,7 @@ def test_gaussian_posterior_matches_joint_conditioning_for_full_covariance():
     mean = torch.randn(d, dtype=torch.float64, generator=g)
     m = _gauss(mean, cov, (d,))
     lvl = m.level(torch.tensor([0.4], dtype=torch.float64))
-    al, s2 = float(lvl.alpha), float(lvl.sigma2)
+    al, s2 = float(torch.sigmoid(-lvl.gamma).sqrt()), float(torch.sigmoid(lvl.gamma))
     z = torch.randn(3, 1, d, dtype=torch.float64, generator=g)
     k = al * al * cov + s2 * torch.eye(d, dtype=torch.float64)  # Cov(z)
     x0 = mean + (al * cov @ torch.linalg.solve(k, (z[:, 0] - al * mean).T)).T

@@ -14,25 +14,39 @@ from conftest import invoke, write
 from safetensors.torch import load_file
 
 from udiff import artifacts
+from udiff import conversions as C
 from udiff.errors import UdiffError
 from udiff.ode import dopri5
-from udiff.process import VP, CompleteRecipe, expm_blocks, psld
+from udiff.phase_space import CompleteRecipe, expm_blocks, psld
+from udiff.process import VP
 from udiff.schedule import Cosine, VDMLinear, VPLinear
 
 CONST8 = VPLinear(8.0, 8.0)  # PSLD's constant beta = 8: B(t) = 8 t
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These are many small tensor operations: one thread is fastest, and far faster on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def _lvl(schedule, t, ndim=1):
     return schedule.level(torch.tensor([t], dtype=torch.float64), ndim)
+
+
+def _kernel(proc, lvl):
+    """(mean map, covariance) of q(z_t | z at the data end)."""
+    return proc.mean_map(lvl), proc.cov(lvl)
+
+
+def _marginal(proc, x0, lvl):
+    """q(z_t | x0): mean (B, k, *event) and covariance."""
+    h = proc.mean_map(lvl)[..., :, 0]
+    return C.unvec(h * C.vec(x0)), proc.cov(lvl)
+
+
+def _beta(lvl):
+    """The VP-SDE rate beta = sigmoid(gamma) gamma': dB/dt of the clock B = softplus(gamma)."""
+    return torch.sigmoid(lvl.gamma) * lvl.dgamma
 
 
 def _processes():
@@ -78,7 +92,7 @@ def test_kernel_solves_the_moment_odes(name, schedule):
                    else (VPLinear(0.1, 20.0), lambda t: 0.1 + 19.9 * t))  # beta(t) linear: B = int beta
     for t in (0.01, 0.3, 1.0):
         a, s = _moments_rk4(proc, beta, t, n=int(4000 * t) + 50)
-        E, S = proc.kernel(_lvl(sched, t))
+        E, S = _kernel(proc, _lvl(sched, t))
         assert torch.allclose(E.reshape(proc.k, proc.k), a, atol=1e-9), (t, E, a)
         assert torch.allclose(S.reshape(proc.k, proc.k), s, atol=1e-9), (t, S, s)
 
@@ -89,11 +103,11 @@ def test_prior_is_reached_at_t1():
     for gamma, (sxx, sxm, smm), mean in ((0.01, (0.9999852, 6.5e-6, 0.2499971), 2.90e-3),
                                         (0.0, (0.9999840, 7.1e-6, 0.2499969), None)):
         proc = psld(gamma)
-        E, S = proc.kernel(lvl)
+        E, S = _kernel(proc, lvl)
         S = S.reshape(2, 2)
         assert torch.allclose(S, torch.diag(torch.tensor([1.0, 0.25], dtype=torch.float64)), atol=3e-5)
         assert torch.allclose(S, torch.tensor([[sxx, sxm], [sxm, smm]], dtype=torch.float64), atol=1e-7)
-        assert torch.equal(proc.stationary_cov(), torch.diag(torch.tensor([1.0, 0.25], dtype=torch.float64)))
+        assert torch.equal(proc.prior_cov(lvl), torch.diag(torch.tensor([1.0, 0.25], dtype=torch.float64)))
         assert torch.equal(proc.init_cov(), torch.diag(torch.tensor([0.0, 0.04 * 0.25], dtype=torch.float64)))
         if mean is not None:
             assert abs(float(E.reshape(2, 2)[0, 0]) - mean) < 1e-5
@@ -119,20 +133,21 @@ def test_conversions(name):
         lvl = _lvl(CONST8, t)
         x0 = torch.randn(5, 1, 3, dtype=torch.float64, generator=g)
         eps = torch.randn(5, 2, 3, dtype=torch.float64, generator=g)
-        z = proc.perturb(x0, eps, lvl)
-        mean, cov = proc.marginal(x0, lvl)
+        z = C.perturb(proc, x0, eps, lvl)
+        mean, cov = _marginal(proc, x0, lvl)
         S = cov.reshape(2, 2)
         L = torch.linalg.cholesky(S)
         assert torch.allclose(z, mean + torch.einsum("ij,bje->bie", L, eps), atol=1e-12)
-        assert torch.allclose(proc.eps_from_x0(z, x0, lvl), eps, atol=1e-6)
+        assert torch.allclose(C.eps_from_x0(proc, z, x0, lvl), eps, atol=1e-6)
         p = proc.predicted
-        assert torch.allclose(proc.x0_from_eps(z, eps[:, 2 - p:], lvl), x0, atol=1e-8)
-        assert torch.allclose(proc.x0_from_eps(z, eps, lvl), x0, atol=1e-8)
+        assert torch.allclose(C.x0_from_eps(proc, z, eps[:, 2 - p:], lvl), x0, atol=1e-8)
+        assert torch.allclose(C.x0_from_eps(proc, z, eps, lvl), x0, atol=1e-8)
         score = -torch.einsum("ij,bje->bie", torch.linalg.inv(S), z - mean)  # grad log q(z_t | x0)
-        assert torch.allclose(proc.score_from_eps(eps, lvl), score, rtol=1e-6, atol=1e-6 * float(score.abs().max()))
+        assert torch.allclose(C.score_from_eps(proc, eps, lvl), score, rtol=1e-6,
+                              atol=1e-6 * float(score.abs().max()))
         # z = h x0 + noise(Sigma): w = h^T Sigma^-1 h, y = h^T Sigma^-1 z
         h = mean[0, :, 0] / x0[0, 0, 0]
-        w, y = proc.gaussian_obs(z, lvl)
+        w, y = C.observation(proc, z, lvl)
         si = torch.linalg.inv(S)
         assert torch.allclose(w.reshape(-1)[0], h @ si @ h, rtol=1e-8)
         assert torch.allclose(y, torch.einsum("i,ij,bje->be", h, si, z), rtol=1e-7, atol=1e-9 * float(y.abs().max()))
@@ -143,28 +158,25 @@ def test_cld_predicts_only_the_momentum():
     proc = psld(0.0)
     lvl = _lvl(CONST8, 0.2)
     eps_m = torch.randn(4, 1, 3, dtype=torch.float64)
-    s = proc.score_from_eps(eps_m, lvl)
+    s = C.score_from_eps(proc, eps_m, lvl)
     assert s.shape == (4, 2, 3) and torch.all(s[:, 0] == 0)  # unknown, and multiplied by G G^T = diag(0, .)
-    z = torch.randn(4, 2, 3, dtype=torch.float64)
-    _, g2 = proc.sde(z, lvl)
-    assert torch.all(g2[:, 0] == 0)
+    _, GG = proc.sde(lvl)
+    assert torch.all(GG[..., 0, :] == 0) and torch.all(GG[..., :, 0] == 0)
 
 
 def test_reverse_drift_and_noise():
     """f - c G G^T s with the full matrix, and G sqrt(dt) xi with G G^T = 2 beta D (off-diagonal D too)."""
     proc = _processes()["recipe-offdiag"]
     lvl = _lvl(VPLinear(0.1, 20.0), 0.4)
-    beta = float(lvl.beta.reshape(()))
+    beta = float(_beta(lvl).reshape(()))
     z, eps = torch.randn(3, 2, 5, dtype=torch.float64), torch.randn(3, 2, 5, dtype=torch.float64)
-    s = proc.score_from_eps(eps, lvl)
+    s = C.score_from_eps(proc, eps, lvl)
     for pf, c in ((False, 1.0), (True, 0.5)):
         ref = beta * (torch.einsum("ij,bje->bie", proc.F, z) - c * torch.einsum("ij,bje->bie", 2 * proc.D, s))
-        assert torch.allclose(proc.reverse_drift(z, eps, lvl, pf_ode=pf), ref)
+        assert torch.allclose(C.reverse_drift(proc, z, eps, lvl, pf_ode=pf), ref)
     xi = torch.randn(200000, 2, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    noise = proc.diffuse(xi, lvl, 0.01)[:, :, 0]
+    noise = C.diffuse(proc, xi, lvl, 0.01)[:, :, 0]
     assert torch.allclose(torch.cov(noise.T), 2 * proc.D * beta * 0.01, rtol=0.02, atol=1e-4)
-    with pytest.raises(UdiffError):
-        proc.sde(z, lvl)  # g^2 is a matrix here
 
 
 def test_transition_and_ancestral_step():
@@ -172,26 +184,26 @@ def test_transition_and_ancestral_step():
     for proc in _processes().values():
         ls, lt = _lvl(CONST8, 0.1), _lvl(CONST8, 0.3)
         x0 = torch.randn(3, 1, 2, dtype=torch.float64)
-        Es, Ss = (m.reshape(2, 2) for m in proc.kernel(ls))
-        Et, St = (m.reshape(2, 2) for m in proc.kernel(lt))
+        Es, Ss = (m.reshape(2, 2) for m in _kernel(proc, ls))
+        Et, St = (m.reshape(2, 2) for m in _kernel(proc, lt))
         E = torch.linalg.matrix_exp(proc.F * 1.6)  # B(0.3) - B(0.1)
         zero = torch.zeros(3, 2, 2, dtype=torch.float64)
-        assert torch.allclose(proc.transition(zero + 1.0, ls, lt, zero), E.sum(1)[None, :, None].expand(3, 2, 2))
+        assert torch.allclose(C.forward_step(proc, zero + 1.0, ls, lt, zero), E.sum(1)[None, :, None].expand(3, 2, 2))
         # covariance of the transition: S_t = E S_s E^T + S_ts
         xi = torch.eye(2, dtype=torch.float64)[:, :, None]
-        Lts = proc.transition(torch.zeros(2, 2, 1, dtype=torch.float64), ls, lt, xi)[:, :, 0].T
+        Lts = C.forward_step(proc, torch.zeros(2, 2, 1, dtype=torch.float64), ls, lt, xi)[:, :, 0].T
         assert torch.allclose(E @ Ss @ E.T + Lts @ Lts.T, St, atol=1e-12)
         # posterior of z_s given z_t and x0, by conditioning the joint Gaussian
-        zt = proc.perturb(x0, torch.randn(3, 2, 2, dtype=torch.float64), lt)
-        eps_hat = proc.eps_from_x0(zt, x0, lt)[:, 2 - proc.predicted:]
+        zt = C.perturb(proc, x0, torch.randn(3, 2, 2, dtype=torch.float64), lt)
+        eps_hat = C.eps_from_x0(proc, zt, x0, lt)[:, 2 - proc.predicted:]
         cross = Ss @ E.T
         gain = cross @ torch.linalg.inv(St)
         mean = Es[:, :1] * x0 + torch.einsum("ij,bje->bie", gain, zt - Et[:, :1] * x0)
         post = Ss - gain @ cross.T
-        assert torch.allclose(proc.ancestral_step(zt, eps_hat, lt, ls, zero), mean, atol=1e-8)
-        got = proc.ancestral_step(torch.zeros(2, 2, 1, dtype=torch.float64), torch.zeros(2, proc.predicted, 1,
-                                  dtype=torch.float64), lt, ls, xi)
-        got = got - proc.ancestral_step(torch.zeros(1, 2, 1, dtype=torch.float64), torch.zeros(
+        assert torch.allclose(C.ancestral_step(proc, zt, eps_hat, lt, ls, zero), mean, atol=1e-8)
+        got = C.ancestral_step(proc, torch.zeros(2, 2, 1, dtype=torch.float64), torch.zeros(2, proc.predicted, 1,
+                               dtype=torch.float64), lt, ls, xi)
+        got = got - C.ancestral_step(proc, torch.zeros(1, 2, 1, dtype=torch.float64), torch.zeros(
             1, proc.predicted, 1, dtype=torch.float64), lt, ls, torch.zeros(1, 2, 1, dtype=torch.float64))
         chol = got[:, :, 0].T
         assert torch.allclose(chol @ chol.T, post, atol=1e-10)
@@ -204,11 +216,11 @@ def test_sscs_linear_part_is_exact_and_keeps_the_prior():
         E = torch.linalg.matrix_exp(proc.A0 * 0.4)
         xi = torch.eye(2, dtype=torch.float64)[:, :, None]
         zero = torch.zeros(2, 2, 1, dtype=torch.float64)
-        L = proc.sscs_linear(zero, la, lb, xi)[:, :, 0].T
-        sinf = proc.stationary_cov()
+        L = proc.split_linear(zero, la, lb, xi)[:, :, 0].T
+        sinf = proc.prior_cov(la)
         assert torch.allclose(E @ sinf @ E.T + L @ L.T, sinf, atol=1e-12)
         one = torch.ones(1, 2, 1, dtype=torch.float64)
-        assert torch.allclose(proc.sscs_linear(one, la, lb, one * 0)[0, :, 0], E.sum(1))
+        assert torch.allclose(proc.split_linear(one, la, lb, one * 0)[0, :, 0], E.sum(1))
         # A0 + F = -2 D Sigma_inf^-1: the split adds back the prior's score
         assert torch.allclose(proc.A0 + proc.F, -2 * proc.D @ torch.linalg.inv(sinf))
 
@@ -225,24 +237,24 @@ def test_vp_is_the_1x1_complete_recipe(sched):
     for t in (0.05, 0.5, 0.95):
         lvl = _lvl(sched, t, 2)
         x0, eps = (torch.randn(4, 1, 2, 3, dtype=torch.float64, generator=g) for _ in range(2))
-        z = vp.perturb(x0, eps, lvl)
-        assert torch.allclose(rec.perturb(x0, eps, lvl), z, atol=1e-12)
-        for fn in ("x0_from_eps", "score_from_eps", "eps_from_x0"):
-            a = getattr(rec, fn)(*((z, eps, lvl) if fn == "x0_from_eps" else (eps, lvl) if fn == "score_from_eps"
-                                   else (z, x0, lvl)))
-            b = getattr(vp, fn)(*((z, eps, lvl) if fn == "x0_from_eps" else (eps, lvl) if fn == "score_from_eps"
-                                  else (z, x0, lvl)))
+        z = C.perturb(vp, x0, eps, lvl)
+        assert torch.allclose(C.perturb(rec, x0, eps, lvl), z, atol=1e-12)
+        for fn, args in (("x0_from_eps", (z, eps, lvl)), ("score_from_eps", (eps, lvl)),
+                         ("eps_from_x0", (z, x0, lvl))):
+            a, b = getattr(C, fn)(rec, *args), getattr(C, fn)(vp, *args)
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-10), fn
         for pf in (False, True):
-            assert torch.allclose(rec.reverse_drift(z, eps, lvl, pf), vp.reverse_drift(z, eps, lvl, pf), rtol=1e-9)
-        assert all(torch.allclose(a, b, rtol=1e-9) for a, b in zip(rec.sde(z, lvl), vp.sde(z, lvl)))
-        assert all(torch.allclose(a, b, rtol=1e-9) for a, b in zip(rec.gaussian_obs(z, lvl), vp.gaussian_obs(z, lvl)))
-        assert all(torch.allclose(a, b, rtol=1e-9) for a, b in zip(rec.marginal(x0, lvl), vp.marginal(x0, lvl)))
+            assert torch.allclose(C.reverse_drift(rec, z, eps, lvl, pf), C.reverse_drift(vp, z, eps, lvl, pf),
+                                  rtol=1e-9)
+        assert all(torch.allclose(a, b, rtol=1e-9) for a, b in zip(rec.sde(lvl), vp.sde(lvl)))
+        assert all(torch.allclose(a, b, rtol=1e-9) for a, b in zip(C.observation(rec, z, lvl),
+                                                                    C.observation(vp, z, lvl)))
+        assert all(torch.allclose(a, b, rtol=1e-9) for a, b in zip(_marginal(rec, x0, lvl), _marginal(vp, x0, lvl)))
         ls = _lvl(sched, t * 0.8, 2)
-        assert torch.allclose(rec.ancestral_step(z, eps, lvl, ls, eps), vp.ancestral_step(z, eps, lvl, ls, eps),
+        assert torch.allclose(C.ancestral_step(rec, z, eps, lvl, ls, eps), C.ancestral_step(vp, z, eps, lvl, ls, eps),
                               rtol=1e-8, atol=1e-10)
-        assert torch.allclose(rec.transition(z, ls, lvl, eps), vp.transition(z, ls, lvl, eps), rtol=1e-9)
-    assert torch.equal(rec.stationary_cov(), vp.stationary_cov()) and torch.equal(rec.init_cov(), vp.init_cov())
+        assert torch.allclose(C.forward_step(rec, z, ls, lvl, eps), C.forward_step(vp, z, ls, lvl, eps), rtol=1e-9)
+    assert torch.equal(rec.prior_cov(lvl), vp.prior_cov(lvl)) and torch.equal(rec.init_cov(), vp.init_cov())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ def test_defaults_are_filled_in():
     r = R.loads(BASE)
     assert r.schedule.kind == "vdm-linear" and r.schedule.gamma_min == -13.3 and r.schedule.gamma_max == 5.0
     assert r.process.kind == "vp" and r.basis.kind == "pixel" and r.prior.kind == "standard"
-    assert r.net.kind == "unet" and r.train.steps == 10000 and r.sample.sampler == "ancestral"
+    assert r.net.kind == "unet" and r.train.steps == 10000 and r.net.precond == "auto"
+    assert r.sample.sampler is None  # chosen per process and schedule by measurement (samplers.default_sampler)
 
 
 def test_overrides_are_typed_and_validated():
@@ -52,7 +53,7 @@ def test_toml_round_trip():
     ("[schedule]\nkind = \"cosine\"\nbeta_min = 1\n", "x.toml: [schedule] beta_min: not a key of [schedule] "
                                                       "(kind 'cosine')"),
     ("[sample]\nsampler = \"hen\"\n", "x.toml: [sample] sampler: 'hen' is not allowed; did you mean 'heun'? "
-                                      "(allowed: ancestral, ddim, em, heun, rk45, sscs)"),
+                                      "(allowed: " + ", ".join(R.SAMPLERS) + ")"),
     ("[net]\nkind = \"unet\"\npreset = \"huge\"\n", "x.toml: [net] preset: 'huge' is not allowed"),
     ("[process]\nkind = \"vp\"\nbeta = 3\n", "x.toml: [process] beta: [process] (kind 'vp') takes no keys"),
     ("data = 3\n", "x.toml: [data] must be a table, got 3"),

@@ -18,6 +18,21 @@ def test_closed_form_derivative_matches_autograd(s):
     assert (s.dgamma(t) > 0).all()
 
 
+def _vp_view(lvl):
+    """What a level means for the VP process (udiff/process.py), and the phase-space clock B = softplus(gamma)."""
+    from types import SimpleNamespace
+
+    from udiff.phase_space import CompleteRecipe
+    from udiff.process import VP
+
+    vp = VP()
+    g = lvl.gamma
+    F, GG = vp.sde(lvl)
+    return SimpleNamespace(alpha2=vp.a2(g), sigma2=vp.s2(g), alpha=vp.a2(g).sqrt(), sigma=vp.s2(g).sqrt(),
+                           snr=vp.a2(g) / vp.s2(g), beta=GG.flatten() * lvl.dgamma.flatten(),
+                           integrated_rate=CompleteRecipe.clock(lvl))
+
+
 @pytest.mark.parametrize("s", SCHEDULES, ids=lambda s: type(s).__name__)
 def test_inverse(s):
     t = torch.linspace(max(s.t_min, 1e-3), 1.0, 33, dtype=torch.float64)
@@ -27,7 +42,7 @@ def test_inverse(s):
 
 def test_vdm_oracle_values():
     s = VDMLinear()
-    lvl = s.level(torch.tensor([0.0, 1.0]), event_ndim=1)
+    lvl = _vp_view(s.level(torch.tensor([0.0, 1.0]), event_ndim=1))
     # algorithms.md §5.1: sigma_0^2 = 1.674e-6, sigma_1^2 = 0.993307, SNR_max = 5.97e5, SNR_min = 6.74e-3
     assert lvl.sigma2[0].item() == pytest.approx(1.674e-6, rel=1e-3)
     assert lvl.sigma2[1].item() == pytest.approx(0.993307, rel=1e-6)
@@ -38,8 +53,9 @@ def test_vdm_oracle_values():
 
 def test_level_shapes_and_rate():
     s = VPLinear()
-    lvl = s.level(torch.tensor([0.3, 0.7]), event_ndim=3)
-    assert lvl.gamma.shape == (2, 1, 1, 1, 1)
+    raw = s.level(torch.tensor([0.3, 0.7]), event_ndim=3)
+    assert raw.gamma.shape == (2, 1, 1, 1, 1)
+    lvl = _vp_view(raw)
     # beta = sigma^2 gamma' equals the linear beta(t) of the VP-SDE
     assert torch.allclose(lvl.beta.flatten(), torch.tensor([0.1 + 0.3 * 19.9, 0.1 + 0.7 * 19.9], dtype=torch.float64))
     # integrated rate softplus(gamma) equals int_0^t beta
@@ -51,7 +67,7 @@ def test_level_shapes_and_rate():
 def test_cosine_is_cos_and_sin():
     s = Cosine(-15.0, 15.0)
     t = torch.tensor([0.25, 0.5], dtype=torch.float64)
-    lvl = s.level(t, 1)
+    lvl = _vp_view(s.level(t, 1))
     theta = s.theta_min + s.theta_span * t
     assert torch.allclose(lvl.alpha.flatten(), torch.cos(theta))
     assert torch.allclose(lvl.sigma.flatten(), torch.sin(theta))

@@ -33,7 +33,7 @@ from safetensors.torch import save as st_save
 from . import __version__
 from .errors import ArtifactError
 
-FORMAT = 1
+FORMAT = 2  # 2: [net] precond (format-1 networks predict epsilon; build.recipe_of reads them so)
 KINDS = ("model", "checkpoint", "samples", "basis")
 MAKERS = {  # how to make an artifact of each kind, for error messages
     "basis": "udiff fit-basis",

@@ -103,6 +103,18 @@ class Basis(nn.Module):
     def load_fitted(self, tensors: dict[str, torch.Tensor]) -> None:
         self.set_fitted(tensors["mean"].double(), tensors["variances"].double())
 
+    def spread(self, device) -> torch.Tensor:
+        """M[j, p] = (Uᵀ e_j)_p², (d, d) float64: how a component's variance spreads over the pixels (kept
+        once computed: the basis is fixed)."""
+        cache = self.__dict__.get("_spread")
+        if cache is None or cache.device != torch.device(device):
+            shape = tuple(self.event_shape)
+            d = math.prod(shape)
+            eye = torch.eye(d, dtype=torch.float64, device=device).reshape((d,) + shape)
+            cache = self.to_net(eye).reshape(d, d).square()
+            self.__dict__["_spread"] = cache
+        return cache
+
     def floored_variances(self) -> torch.Tensor:
         """Component variances (float64), floored at VARIANCE_FLOOR × their mean (constant pixels)."""
         v = self.variances.double()

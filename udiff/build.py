@@ -12,23 +12,28 @@ import math
 from . import recipe as R
 import torch
 
-from .basis import DCTBasis, HaarBasis, PCABasis, PixelBasis
+from .basis import BASES, PCABasis
 from .errors import RecipeError
-from .process import VP, CompleteRecipe, psld
+from .registry import PRECONDS, WEIGHTINGS
+from .phase_space import CompleteRecipe, psld
+from .process import VE, VP, SubVP
 from .schedule import Cosine, SoftConditioning, VDMLearned, VDMLinear, VPLinear
 
-BASES = {
-    R.PixelBasisSpec: lambda spec, shape: PixelBasis(shape, spec.whiten),
-    R.PCABasisSpec: lambda spec, shape: PCABasis(shape, spec.whiten),
-    R.DCTBasisSpec: lambda spec, shape: DCTBasis(shape, spec.whiten),
-    R.HaarBasisSpec: lambda spec, shape: HaarBasis(shape, spec.whiten, spec.levels),
-}
 
-PROCESSES = {
-    R.VPSpec: lambda spec: VP(),
-    R.PSLDSpec: lambda spec: psld(spec.gamma, spec.nu, spec.m_inv, spec.kappa),
-    R.CLDSpec: lambda spec: psld(0.0, spec.nu, spec.m_inv, spec.kappa),
-    R.CompleteRecipeSpec: lambda spec: CompleteRecipe(spec.D, spec.Q, spec.mass, spec.kappa),
+def fields_of(spec) -> dict:
+    """A spec's fields as keyword arguments."""
+    import dataclasses
+
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+
+
+PROCESSES = {  # [process] kind → constructor taking the spec's fields
+    "vp": VP,
+    "ve": VE,
+    "sub-vp": SubVP,
+    "psld": psld,
+    "cld": lambda nu, m_inv, kappa: psld(0.0, nu, m_inv, kappa),
+    "recipe": CompleteRecipe,
 }
 
 def _soft_conditioning(spec, basis):
@@ -43,13 +48,12 @@ def _soft_conditioning(spec, basis):
                             spec.clip, spec.softness_range)
 
 
-SCHEDULES = {  # spec, basis → schedule (component-wise schedules read the basis's variances and labels)
-    R.VDMLinearSpec: lambda spec, basis: VDMLinear(spec.gamma_min, spec.gamma_max),
-    R.VPLinearSpec: lambda spec, basis: VPLinear(spec.beta_min, spec.beta_max, spec.t_min),
-    R.CosineSpec: lambda spec, basis: Cosine(spec.gamma_min, spec.gamma_max),
-    R.VDMLearnedSpec: lambda spec, basis: VDMLearned(spec.gamma_min, spec.gamma_max, spec.features,
-                                                     spec.minimize_variance),
-    R.SoftConditioningSpec: _soft_conditioning,
+SCHEDULES = {  # [schedule] kind → constructor (spec, basis): component-wise ones read the basis
+    "vdm-linear": lambda spec, basis: VDMLinear(**fields_of(spec)),
+    "vp-linear": lambda spec, basis: VPLinear(**fields_of(spec)),
+    "cosine": lambda spec, basis: Cosine(**fields_of(spec)),
+    "vdm-learned": lambda spec, basis: VDMLearned(**fields_of(spec)),
+    "soft-conditioning": _soft_conditioning,
 }
 
 
@@ -89,12 +93,18 @@ def _mlp(spec, shape, k_in, k_out):
                dropout=spec.dropout)
 
 
-NETS = {R.UNetSpec: _unet, R.MLPSpec: _mlp}
+NETS = {"unet": _unet, "mlp": _mlp}
 
 
 def resolve(recipe: R.Recipe, data_info: dict) -> R.Recipe:
-    """Fill in what depends on the data (the U-Net preset chosen by image size, preset values)."""
+    """Fill in what depends on the data or the process: the U-Net preset chosen by image size, preset values,
+    and [net] precond = "auto" (EDM's preconditioning where the process has one number per component: an
+    ε-network's errors grow like σ in x0 and make deterministic samplers noisy; docs/samplers.md)."""
     net = recipe.net
+    if getattr(net, "precond", None) == "auto":
+        chosen = "edm" if PRECONDS.entry("edm").requires <= build_process(recipe).traits else "eps"
+        recipe = recipe.with_section("net", precond=chosen)
+        net = recipe.net
     if isinstance(net, R.UNetSpec):
         from .nets.unet import PRESETS, auto_preset
 
@@ -106,7 +116,11 @@ def resolve(recipe: R.Recipe, data_info: dict) -> R.Recipe:
 
 
 def build_basis(recipe: R.Recipe, shape):
-    return BASES[type(recipe.basis)](recipe.basis, tuple(shape))
+    return BASES[recipe.basis.kind](tuple(shape), **fields_of(recipe.basis))
+
+
+def build_process(recipe: R.Recipe):
+    return PROCESSES[recipe.process.kind](**fields_of(recipe.process))
 
 
 def fit_basis(recipe: R.Recipe, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -122,19 +136,24 @@ def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
     `fitted`: basis tensors (from fit_basis or a basis artifact). Without them the basis starts from unit
     variances; loading a model artifact then overwrites basis and schedule buffers with the trained ones.
     """
-    from .model import NetModel
-    from .nets.gaussian import GaussianModel
+    from .model import GaussianModel, NetModel
 
     shape = tuple(data_info["shape"])
     basis = build_basis(recipe, shape)
     if fitted is not None:
         basis.load_fitted(fitted)
-    process = PROCESSES[type(recipe.process)](recipe.process)
-    schedule = SCHEDULES[type(recipe.schedule)](recipe.schedule, basis)
+    process = build_process(recipe)
+    schedule = SCHEDULES[recipe.schedule.kind](recipe.schedule, basis)
     if isinstance(recipe.net, R.GaussianNetSpec):
         return GaussianModel(basis, process, schedule, shape, jitter=recipe.net.jitter)
-    net = NETS[type(recipe.net)](recipe.net, shape, process.k, process.predicted)
-    return NetModel(basis, process, schedule, shape, net, cond=recipe.net.cond)
+    owner = f"[process] kind = {process.name!r}"
+    if recipe.net.precond == "auto":
+        recipe = resolve(recipe, data_info)
+    PRECONDS.check(recipe.net.precond, process.traits, owner)
+    WEIGHTINGS.check(recipe.train.weighting, process.traits, owner)
+    net = NETS[recipe.net.kind](recipe.net, shape, process.k, process.predicted)
+    precond = PRECONDS.get(recipe.net.precond)(sigma_data=recipe.net.sigma_data)
+    return NetModel(basis, process, schedule, shape, net, cond=recipe.net.cond, precond=precond)
 
 
 def apply_sample_settings(model, rec: R.Recipe):
@@ -147,10 +166,16 @@ def apply_sample_settings(model, rec: R.Recipe):
 
 
 def recipe_of(artifact, overrides=()) -> R.Recipe:
-    """The recipe stored in an artifact, with `--set` overrides applied and validated."""
+    """The recipe stored in an artifact, with `--set` overrides applied and validated. Artifacts of format 1
+    were made before [net] precond existed: their networks predict ε."""
     text = artifact.recipe_json
     if text is None:
         raise RecipeError(f"{artifact.path}: artifact holds no recipe; re-create it with udiff")
+    if artifact.meta.get("udiff.format") == "1":
+        raw = json.loads(text)
+        if raw.get("net", {}).get("kind") in NETS and "precond" not in raw["net"]:
+            raw["net"]["precond"] = "eps"
+            text = json.dumps(raw)
     return R.from_json(text, origin=artifact.path, overrides=overrides)
 
 

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import conversions as C
 from .data import to_unit
 from .errors import ArtifactError, UdiffError
 from .likelihood import BINS, discretized_nll, recon_params
@@ -144,10 +145,11 @@ def _round(v: torch.Tensor, bits: int) -> torch.Tensor:
 def check_model(model):
     """Refuse a model whose process has no reverse Gaussian of one number per component."""
     proc = model.process
-    if proc.k != 1 or not hasattr(proc, "posterior"):
-        raise UdiffError(f"compress codes the discrete-time chain of a VP/VDM model (k = 1); this model's process "
-                         f"({type(proc).__name__}, k = {proc.k}) has no reverse Gaussian to code with; "
-                         "use a model trained with [process] kind = \"vp\" (e.g. recipes/vdm-fashion-mnist.toml)")
+    if "scalar" not in proc.traits:
+        raise UdiffError(f"compress codes the discrete-time chain of a process with one number per component "
+                         f"(vp, ve, sub-vp); this model's process ({proc.name}, k = {proc.k}) carries "
+                         f"{proc.k}; use a model trained with [process] kind = \"vp\" (e.g. "
+                         "recipes/vdm-fashion-mnist.toml)")
 
 
 class Chain:
@@ -171,11 +173,11 @@ class Chain:
             return v.double().expand(self.shape)
 
         # q: the marginal q(z_0 | x), then the forward steps q(z_i | z_{i-1})
-        q = [full(proc.marginal(zero, lv[0])[1][..., 0, 0].unsqueeze(1).sqrt())]
-        q += [full(proc.transition(zero, lv[j - 1], lv[j], one)) for j in range(1, T + 1)]
+        q = [full(proc.cov(lv[0])[..., 0, 0].sqrt())]
+        q += [full(proc.transition(lv[j - 1], lv[j])[1][..., 0, 0].sqrt()) for j in range(1, T + 1)]
         # p: the reverse Gaussians p(z_i | z_{i+1}), then the prior
-        p = [full(proc.posterior(zero, zero, lv[j + 1], lv[j])[1].sqrt()) for j in range(T)]
-        p += [full(proc.stationary_cov()[0, 0].sqrt().to(zero))]
+        p = [full(C.posterior(proc, zero, zero, lv[j + 1], lv[j])[1][..., 0, 0].sqrt()) for j in range(T)]
+        p += [full(proc.prior_cov(lv[T])[..., 0, 0].sqrt().to(zero))]
         self.exponent = [torch.floor(torch.log2(torch.minimum(a, b) / settings.cells)) for a, b in zip(q, p)]
         self.delta = [torch.ldexp(one, e.to(torch.int32)) for e in self.exponent]
         self.window = [math.ceil(settings.window * float((torch.maximum(a, b) / d).max()))
@@ -204,8 +206,8 @@ class Chain:
     def q_mean(self, i: int, below: torch.Tensor) -> torch.Tensor:
         """Mean of q(z_0 | x) (below = x0 = model.encode(x)) or of q(z_i | z_{i-1}) (below = z_{i-1})."""
         if i == 0:
-            return self.proc.marginal(below, self.levels[0])[0]
-        return self.proc.transition(below, self.levels[i - 1], self.levels[i], torch.zeros_like(below))
+            return self.proc.mean_map(self.levels[0])[..., 0, 0] * below
+        return self.proc.transition(self.levels[i - 1], self.levels[i])[0][..., 0, 0] * below
 
     def p_mean(self, i: int, above: torch.Tensor | None, rows: int) -> torch.Tensor:
         """Mean of p(z_i | z_{i+1} = above) (one network evaluation) or of the prior (i = T)."""
@@ -215,7 +217,7 @@ class Chain:
         eps = self.model.eps(above, lvl)
         if not bool(torch.isfinite(eps).all()):
             raise NotFinite(f"the network's output is not finite at step {i + 1} of {self.steps}; check the model")
-        return self.proc.posterior(above, eps.double(), lvl, self.levels[i])[0].double()
+        return C.posterior(self.proc, above, eps.double(), lvl, self.levels[i])[0].double()
 
     def x_probabilities(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, precision) per pixel of VDM's 256-way decoder given z_0, the mean rounded, flattened."""

@@ -19,3 +19,9 @@ class ArtifactError(UdiffError):
 
 class DataError(UdiffError):
     """A data source cannot be found or read, or has the wrong shape."""
+
+
+class NonFiniteResult(UdiffError):
+    """The work produced NaN or Inf (a diverged sampler, a broken model): exit status 1, nothing written."""
+
+    exit_code = 1

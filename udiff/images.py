@@ -1,8 +1,9 @@
-"""Pictures of samples: a grid of uint8 images written as PNG."""
+"""Pictures: a grid of uint8 images written as PNG; images and masks read from files for inpainting."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -30,3 +31,77 @@ def save_png(path: str, array: np.ndarray, scale: int = 1) -> None:
         array = array.repeat(scale, axis=0).repeat(scale, axis=1)
     img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     img.save(path, format="PNG")
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def read_items(image: str, shape, image8: bool):
+    """IMAGE → float items in model units, (N, *shape); the model's kind of data decides the encoding."""
+    import torch
+
+    from . import data as D
+    from .errors import DataError
+
+    if image.lower().endswith(IMAGE_EXTS):
+        from PIL import Image
+
+        if not os.path.isfile(image):
+            raise DataError(f"{image}: no such image file")
+        if len(shape) != 3:
+            raise DataError(f"{image}: the model makes vectors of shape {tuple(shape)}, not images")
+        c, h, w = shape
+        with Image.open(image) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                raise DataError(f"{image}: is {im.size[0]}×{im.size[1]}, the model makes {w}×{h} images; resize it")
+            import numpy as np
+
+            arr = np.asarray(im)
+        t = torch.from_numpy(arr.copy()).reshape(1, h, w, c).permute(0, 3, 1, 2).contiguous()
+        return D.to_unit(t), True
+    source = f"tensors:{image}" if image.endswith(".safetensors") else image
+    ds = D.load(source)
+    if tuple(ds.shape) != tuple(shape):
+        raise DataError(f"{image}: items have shape {tuple(ds.shape)}, the model's are {tuple(shape)}")
+    if ds.is_image8 != image8:
+        raise DataError(f"{image}: {'8-bit images' if ds.is_image8 else 'float data'}, but the model was trained "
+                        f"on {'8-bit images' if image8 else 'float data'}")
+    return ds.unit(), ds.is_image8
+
+
+def read_mask(spec: str, shape):
+    """MASK → bool tensor of the item shape, True where known."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .errors import DataError
+    from .inpaint import named_mask
+    from .registry import MASKS
+
+    if spec in MASKS:
+        return named_mask(spec, shape)
+    if not os.path.isfile(spec):
+        raise DataError(f"--mask {spec}: no such file and not a named mask ({', '.join(MASKS.names())})")
+    if spec.lower().endswith(IMAGE_EXTS):
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(spec) as im:
+            arr = np.asarray(im.convert("L")) > 127
+        m = torch.from_numpy(arr.copy())
+    else:
+        try:
+            m = load_file(spec).get("mask")
+        except Exception as e:
+            raise DataError(f"--mask {spec}: cannot read safetensors ({str(e).splitlines()[0]})") from None
+        if m is None:
+            raise DataError(f"--mask {spec}: no key 'mask' (bool or uint8, the shape of one item)")
+        m = m != 0
+    if len(shape) == 3 and m.shape == shape[1:]:
+        m = m.unsqueeze(0).expand(shape).clone()
+    if tuple(m.shape) != tuple(shape):
+        raise DataError(f"--mask {spec}: shape {tuple(m.shape)} does not match the items' {tuple(shape)}")
+    if bool(m.all()):
+        raise DataError(f"--mask {spec}: everything is known; nothing to inpaint (white = known)")
+    return m

@@ -16,14 +16,17 @@ Known data are pasted into the result exactly (pixels for replace, components fo
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from . import conversions as C
 from .errors import UdiffError
-from .rng import NoiseSource
-from .samplers import DEFAULTS, SAMPLERS, make_grid
+from .registry import INPAINT_METHODS, MASKS, SAMPLERS
+from .samplers import Plan, check_finite, in_batches
 from .schedule import NoiseLevel
 
-METHODS = ("replace", "soft")
+METHODS = INPAINT_METHODS.names()
 _KNOWN_STREAM = 1 << 20  # noise streams for the known part, far from the sampler's own streams
 
 
@@ -64,64 +67,61 @@ class HeldModel:
         return self.model.decode(x0)
 
 
-def inpaint(model, x_known: torch.Tensor, mask: torch.Tensor, seeds, *, method: str = "replace",
-            sampler: str = "ancestral", steps=None, grid=None, rho: float = 7.0, eta: float = 0.0, t_end=None,
-            resample: int = 1, batch_size: int = 256, device="cpu", autocast=None, progress=None):
+def inpaint(model, x_known: torch.Tensor, mask: torch.Tensor, seeds, plan: Plan | None = None, *,
+            method: str = "replace", resample: int = 1, batch_size: int = 256, device="cpu", autocast=None,
+            progress=None):
     """Inpaint items x_known (N, *event, data space) where `mask` (event shape or (N, *event), bool) is known.
 
     Item k uses seed k. Returns (x, used): the completed items (N, *event) and what was run.
     """
-    import contextlib
-
-    if method not in METHODS:
+    if method not in INPAINT_METHODS:
         raise UdiffError(f"unknown inpainting method {method!r} (allowed: {', '.join(METHODS)})")
-    if sampler not in SAMPLERS:
-        raise UdiffError(f"unknown sampler {sampler!r} (allowed: {', '.join(sorted(SAMPLERS))})")
-    if resample > 1 and (method != "replace" or sampler != "ancestral"):
+    plan = (plan or Plan()).resolve(model)
+    if resample > 1 and (method != "replace" or plan.sampler != "ancestral"):
         raise UdiffError("--resample needs --method replace with the ancestral sampler (RePaint)")
-    d_steps, d_grid = DEFAULTS[sampler]
-    steps, grid = steps or d_steps, grid or d_grid
-    t_end = model.schedule.t_min if t_end is None else max(float(t_end), model.schedule.t_min)
-    ts = make_grid(grid, steps, t_end, model.schedule, rho)
+    if method == "replace" and SAMPLERS.entry(plan.sampler).info.get("adaptive"):
+        raise UdiffError(f"sampler {plan.sampler!r} takes its own steps, so it cannot replace known pixels at "
+                         "each step; use heun, em or ancestral for inpainting")
+    ts = plan.grid_times(model)
+    fn = SAMPLERS.get(plan.sampler)
     shape = (model.process.k,) + model.event_shape
     mask = mask.to(device=device, dtype=torch.bool)
     if mask.shape == model.event_shape:
         mask = mask.unsqueeze(0)
-    seeds = list(seeds)
-    out, nfe = [], 0
-    for start in range(0, len(seeds), batch_size):
-        sl = slice(start, start + batch_size)
-        noise = NoiseSource(seeds[sl], device=device)
+    lvl1 = model.level(torch.ones(1, dtype=torch.float64, device=device))
+
+    def body(batch, start, noise):
+        sl = slice(start, start + len(batch))
         xk = x_known[sl].to(device=device, dtype=torch.float64)
         m = mask if mask.shape[0] == 1 else mask[sl]
         x0k = model.encode(xk)  # (b, 1, *event) components
-        z = model.process.prior_sample(noise(0, shape).double())
-        with torch.no_grad(), (autocast or contextlib.nullcontext()):
+        z = C.prior_sample(model.process, noise(0, shape).double(), lvl1)
+        with autocast or contextlib.nullcontext():
             if method == "soft":
-                held = HeldModel(model, m, t_end)
-                known = model.process.perturb(x0k, noise(_KNOWN_STREAM, shape).double(), held.hold)
+                held = HeldModel(model, m, plan.t_end)
+                known = C.perturb(model.process, x0k, noise(_KNOWN_STREAM, shape).double(), held.hold)
                 z = torch.where(m.unsqueeze(1), known, z)
-                x0, nfe = SAMPLERS[sampler](held, z, ts, noise, eta=eta)
+                x0, nfe = fn(held, z, ts, noise, **plan.options())
                 x0 = torch.where(m.unsqueeze(1), x0k, x0)
-                x = model.decode(x0.float()).double()
-            else:
-                def replace(i, z, lvl, x0k=x0k, m=m, noise=noise):
-                    zk = model.process.perturb(x0k, noise(_KNOWN_STREAM + 1 + i, shape).to(z), lvl)
-                    y = torch.where(m.unsqueeze(1), data_layout(model, zk), data_layout(model, z))
-                    return component_layout(model, y)
+                return model.decode(x0.float()).double(), nfe
 
-                if resample > 1:
-                    x0, nfe = _repaint(model, z, ts, noise, replace, resample)
-                else:
-                    z = replace(-1, z, model.level(ts[:1].to(device)))
-                    x0, nfe = SAMPLERS[sampler](model, z, ts, noise, eta=eta, callback=replace)
-                x = torch.where(m, xk, model.decode(x0.float()).double())
-        out.append(x.float().cpu())
-        if progress:
-            progress(len(seeds[sl]))
-    x = torch.cat(out) if out else torch.zeros((0,) + model.event_shape)
-    return x, {"method": method, "sampler": sampler, "steps": steps, "grid": grid, "nfe": nfe,
-               "resample": resample}
+            def replace(i, z, lvl):
+                zk = C.perturb(model.process, x0k, noise(_KNOWN_STREAM + 1 + i, shape).to(z), lvl)
+                y = torch.where(m.unsqueeze(1), data_layout(model, zk), data_layout(model, z))
+                return component_layout(model, y)
+
+            if resample > 1:
+                x0, nfe = _repaint(model, z, ts, noise, replace, resample)
+            else:
+                z = replace(-1, z, model.level(ts[:1].to(device)))
+                x0, nfe = fn(model, z, ts, noise, callback=replace, **plan.options())
+            return torch.where(m, xk, model.decode(x0.float()).double()), nfe
+
+    x, nfe = in_batches(seeds, batch_size, device, body, progress)
+    if x is None:
+        x = torch.zeros((0,) + model.event_shape)
+    check_finite(x, f"udiff inpaint ({plan.sampler}, {plan.steps} steps)")
+    return x, {"method": method, **plan.described(nfe), "resample": resample}
 
 
 def _repaint(model, z, ts, noise, replace, resample: int):
@@ -135,34 +135,34 @@ def _repaint(model, z, ts, noise, replace, resample: int):
         for r in range(resample):
             stream = 1 + (i * resample + r) * 2
             eps = model.eps(z, lv[i]).to(z.dtype)
-            z = proc.ancestral_step(z, eps, lv[i], lv[i + 1], noise(stream, shape).to(z))
+            z = C.ancestral_step(proc, z, eps, lv[i], lv[i + 1], noise(stream, shape).to(z))
             z = replace(i * resample + r, z, lv[i + 1])
             nfe += 1
             if r < resample - 1:
-                z = proc.transition(z, lv[i + 1], lv[i], noise(stream + 1, shape).to(z))
-    x0 = proc.x0_from_eps(z, model.eps(z, lv[-1]).to(z.dtype), lv[-1])
+                z = C.forward_step(proc, z, lv[i + 1], lv[i], noise(stream + 1, shape).to(z))
+    x0 = C.x0_from_eps(proc, z, model.eps(z, lv[-1]).to(z.dtype), lv[-1])
     return x0, nfe + 1
 
 
-MASKS = ("lower-half", "upper-half", "left-half", "right-half", "center")
+# Named masks: the KNOWN region of an image (C, H, W) as a slice of what is unknown ('lower-half': the lower
+# half is missing).
+for _name, _unknown in (("lower-half", lambda h, w: (slice(h // 2, None), slice(None))),
+                        ("upper-half", lambda h, w: (slice(None, h // 2), slice(None))),
+                        ("left-half", lambda h, w: (slice(None), slice(None, w // 2))),
+                        ("right-half", lambda h, w: (slice(None), slice(w // 2, None))),
+                        ("center", lambda h, w: (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4)))):
+    MASKS.implements(_name)(_unknown)
 
 
 def named_mask(name: str, shape) -> torch.Tensor:
-    """A built-in KNOWN mask for images (C, H, W): 'lower-half' means the lower half is missing, etc."""
+    """A built-in KNOWN mask for images (C, H, W)."""
     if len(shape) != 3:
         raise UdiffError(f"--mask {name}: named masks are for images; give a mask file for vector data")
+    if name not in MASKS:
+        raise UdiffError(f"--mask {name}: unknown named mask (allowed: {', '.join(MASKS.names())}, or a PNG or "
+                         "safetensors file)")
     c, h, w = shape
     known = torch.ones(shape, dtype=torch.bool)
-    if name == "lower-half":
-        known[:, h // 2:] = False
-    elif name == "upper-half":
-        known[:, :h // 2] = False
-    elif name == "left-half":
-        known[:, :, :w // 2] = False
-    elif name == "right-half":
-        known[:, :, w // 2:] = False
-    elif name == "center":
-        known[:, h // 4:h - h // 4, w // 4:w - w // 4] = False
-    else:
-        raise UdiffError(f"--mask {name}: unknown named mask (allowed: {', '.join(MASKS)}, or a PNG/safetensors file)")
+    rows, cols = MASKS.get(name)(h, w)
+    known[:, rows, cols] = False
     return known

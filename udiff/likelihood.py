@@ -1,85 +1,15 @@
 """Likelihood: VDM's variational bound and the probability-flow ODE log-likelihood, for every process and basis.
 
-Everything is computed in the component space of the model's basis, chi = S^-1 U (x - mu), on the process
-state z (B, k, *event), and reported for the data x: densities pick up log|det dchi/dx| = -sum_i log S_i
-(U is orthonormal), so a float model's NLL is in data space whatever the basis. Units: bits/dim for 8-bit
-images (a bound on the probability of the discrete data), nats/dim for float data (D = the data's dimension,
-never k·D).
+The derivation is in docs/likelihood.md: the bound's three terms (prior, 256-way or Gaussian reconstruction,
+diffusion in continuous or discrete time) for any linear Gaussian process, the phase-space bound with the
+momentum integrated out (why the HSM network's bound needs no sampled momentum), the PF-ODE estimator with
+Hutchinson's trace and its dequantization, and the estimators' control variates. Everything is computed in the
+component space of the model's basis and reported for the data (the basis's Jacobian included): bits/dim for
+8-bit images, nats/dim for float data.
 
-The variational bound (`method = "vlb"`), per item (VDM eq. 11; algorithms.md §1.3, §4.4):
-
-    -log p(x) <= L_prior + L_recon + L_diffusion
-
-    L_prior      KL(q(z_1 | x) || N(0, Sigma_inf)), closed form per component from `process.marginal`.
-    L_recon      E_q(z_0|x) [-log p(x | z_0)] at t_0 = the schedule's t_min. With (w, y) = `gaussian_obs`,
-                 z_0 is an observation of x0 with precision w and sufficient statistic y ~ N(w x0, w), so the
-                 decoder is built on x_hat = y / w: for float data the Gaussian N(x0; x_hat, 1/w) (its
-                 expectation is closed form: 1/2 log(2 pi e / w) per component, plus sum log S); for 8-bit
-                 images VDM's 256-way categorical over the bin centres v_k with logits -(v_k - x_hat)^2 / 2v
-                 in data space (v = the decoded estimate's variance per pixel: S^2 / w for the pixel basis,
-                 sum_j U_jp^2 S_j^2 / w_j in general), estimated with one z_0 per repeat. For VP this is
-                 VDM's decoder exactly (w = SNR(0), x_hat = z_0 / alpha_0).
-    L_diffusion  continuous time: 1/2 int E || G^T (s_theta - grad log q(z_t | x)) ||^2 dt, the Girsanov term
-                 between the model's reverse SDE and the one of the process conditioned on x (Song et al.
-                 2021, "Maximum likelihood training of score-based diffusion models", Thm. 1 in KL form). With
-                 d = eps_hat - eps the score error is score_from_eps(d) (linear) and g g^T times it is
-                 -reverse_drift(0, d) (the drift is linear, f(0) = 0), so per component and slot this is VDM's
-                 1/2 gamma_i' (eps_i - eps_hat_i)^2 for VP (eq. 17, component-wise as in GUD) and the
-                 likelihood weighting of PSLD/CLD for phase-space processes. Estimated at low-discrepancy
-                 times t = t_min + (1 - t_min) u.
-                 Discrete T: sum over the T steps s = t - 1/T of KL(q(z_s | z_t, x) || q(z_s | z_t, x_hat)).
-                 For any linear Gaussian process both posteriors share their covariance and their means differ
-                 by Sigma_post Sigma_s^-1 h_s (x - x_hat), whose squared Sigma_post^-1 norm is (w_s - w_t)(x -
-                 x_hat)^2 (Woodbury, with Phi h_s = h_t): L_T = T/2 E_i[(w_s - w_t)(x - x_hat)^2], VDM's
-                 eq. 13 (T/2)(SNR_s - SNR_t)||x - x_hat||^2 = (T/2) expm1(gamma_t - gamma_s)||eps - eps_hat||^2,
-                 with w the precision of x0 in z (= SNR for VP) and x_hat = process.x0_from_eps.
-
-Phase-space processes (k = 2: x and a momentum m). The model is a density on (x, m) at t_min; its marginal of
-x is bounded by averaging over any law r(m0) (Jensen):
-
-    -log p(x0) <= E_{m0 ~ r} [-log p(x0, m0)] - H(r),       r = N(0, kappa M) (the process's `init_cov`).
-
-For a fixed (x0, m0) the bound above holds with the conditional score grad log q(z_t | x0, m0) (covariance
-Sigma_D). The network was trained on hybrid score matching (HSM): its eps-target is that of q_H(z_t | x0) =
-E_m0 q(z_t | x0, m0) (covariance Sigma_H = Sigma_D + kappa M a a^T, a = the mean map's momentum column).
-Averaging over m0 given z_t, E[grad log q(z_t | x0, m0) | z_t] = grad log q_H(z_t | x0) (Fisher's identity),
-so the cross term vanishes and
-
-    E || G^T (s_theta - s_D) ||^2 = E || G^T (s_theta - s_H) ||^2 + tr(G G^T (Sigma_D^-1 - Sigma_H^-1)):
-
-the extra term is closed form (both scores are affine in z_t; E||G^T s_D||^2 = tr(GG^T Sigma_D^-1) and
-E||G^T s_H||^2 = tr(GG^T Sigma_H^-1)). It does not depend on theta, and it cancels: integrated from t_min to
-1 and added to the averaged prior term E_m0 KL(q(z_1|x0,m0) || pi) = KL(q_H(z_1|x0) || pi) +
-E_m0 KL(q(z_1|x0,m0) || q_H(z_1|x0)), it gives the information the path carries about m0,
-I(m0; z_[t_min,1] | x0) = I(m0; z_t_min | x0) = 1/2 log(det Sigma_H / det Sigma_D) at t_min (the path is
-Markov, so by the chain rule of KL along it). With the decoder p(x0, m0 | z_t_min) proportional to
-q(z_t_min | x0, m0) r(m0), its reconstruction term minus H(r) is the x-only decoder's term minus that same
-mutual information (Gaussian algebra: the joint posterior's log-determinant splits into x's and m's given x).
-So the augmented bound equals, term for term,
-
-    KL(q_H(z_1 | x0) || pi) + 1/2 int || G^T (s_theta - s_H) ||^2 dt + E_q_H(z_t_min|x0) [-log p(x0 | z_t_min)],
-
-the generic bound above with q = q_H, which is what is computed (no m0 is sampled; `perturb` draws from q_H
-and `gaussian_obs` reads x0 from both slots). The output says that it bounds -log p(x) with the momentum
-integrated out. A decoder of m0 that ignored r would only add a gap.
-
-The probability-flow ODE (`method = "ode"`): dz/dt = f - 1/2 g g^T s_theta (`reverse_drift(pf_ode=True)`),
-integrated from t_min to 1 with adaptive Dormand-Prince (`ode.dopri5`) together with d log p = -div dt, the
-divergence estimated by Hutchinson's v^T (dF/dz) v with a Rademacher v fixed per solve (one vector-Jacobian
-product per evaluation): log p_t_min(z) = log pi(z_1) + int div dt. 8-bit data are dequantized uniformly
-within their bin (x + u, u ~ U(-1/256, 1/256)): -log2 P(x) <= E_u[-log2 p(x + u)] + D log2(128) (the "+7
-bits/dim" of data in [-1, 1]). Phase-space processes start from (x0, m0), m0 ~ N(0, kappa M), and subtract
-H(m0), as CLD's code does. NFE = evaluations of the network per solve.
-
-Estimators: every item gets K repeats; its randomness (times, noise, dequantization, momentum, probes) is a
-pure function of (seed, item index, repeat), so results do not depend on the batch size and a data set can be
-split across processes. Repeat r of an item uses t = (u + r/K) mod 1 for one uniform u per item
-(low-discrepancy times, independent across items), so the per-item means are independent and `stderr` =
-their standard deviation / sqrt(n) is the standard error of the mean (it counts the spread of the data and
-of the estimator together). Two control variates with exact means cut the estimator's noise without bias:
-the VLB subtracts the same term for a Gaussian reference denoiser (independent components with the data's
-mean and variance) and adds its closed-form mean; the ODE's Hutchinson estimate covers only what the
-reference drift's exactly known trace does not.
+Estimators: every item's randomness (times, noise, dequantization, momentum, probes) is a pure function of
+(seed, item index, repeat), so results do not depend on the batch size; `evaluate` chooses the repeats for a
+target standard error unless they are given.
 
 Pure torch: no click, no file system, no printing.
 """
@@ -91,14 +21,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import conversions as C
 from .data import to_unit
-from .errors import UdiffError
+from .errors import NonFiniteResult, UdiffError
 from .ode import dopri5
+from .registry import NLL_METHODS
 from .rng import NoiseSource, step_seed
+from .schedule import VarianceGrad
 
 BINS = 256
 LN2 = math.log(2.0)
-METHODS = ("vlb", "ode")
+METHODS = NLL_METHODS.names()
 
 # purposes of the per-item random streams
 _TIME, _EPS, _RECON, _DEQUANT, _MOMENTUM, _PROBE = range(6)
@@ -109,28 +42,28 @@ _TIME, _EPS, _RECON, _DEQUANT, _MOMENTUM, _PROBE = range(6)
 
 
 def prior_kl(process, x0: torch.Tensor, lvl) -> torch.Tensor:
-    """KL(q(z_1 | x0) || N(0, Sigma_inf)) per component, (B, *event) nats, float64 (VDM eq. 11's L_prior;
-    for VP: 1/2 (sigma^2 + alpha^2 x^2 - 1 - log sigma^2))."""
-    mean, cov = process.marginal(x0.double(), lvl)
-    m = mean.double().movedim(1, -1)  # (B, *e, k)
-    sinf = process.stationary_cov().to(m)
-    k = sinf.shape[-1]
-    cov = cov.to(m)
+    """KL(q(z_1 | x0) || p(z_1)) per component, (B, *event) nats, float64 (VDM eq. 11's L_prior; for VP:
+    1/2 (sigma^2 + alpha^2 x^2 - 1 - log sigma^2)), q(z_1 | x0) = N(h x0, Σ) and p = N(0, prior_cov)."""
+    h = process.mean_map(lvl)[..., :, 0]
+    m = h * x0.double()[:, 0].unsqueeze(-1)  # (B, *e, k)
+    cov = process.cov(lvl).to(m)
+    prior = process.prior_cov(lvl).to(m)
+    k = process.k
     if k == 1:
-        ratio = cov[..., 0, 0] / sinf[0, 0]
-        kl = 0.5 * (ratio + m[..., 0].square() / sinf[0, 0] - 1.0 - torch.log(ratio))
-    else:  # 1/2 [tr(S^-1 C) + m^T S^-1 m - k + log det S - log det C]
-        sinv = torch.linalg.inv(sinf)
-        kl = 0.5 * ((sinv * cov).sum((-2, -1)) + ((m @ sinv) * m).sum(-1) - k
-                    + torch.logdet(sinf) - torch.logdet(cov))
+        ratio = cov[..., 0, 0] / prior[..., 0, 0]
+        kl = 0.5 * (ratio + m[..., 0].square() / prior[..., 0, 0] - 1.0 - torch.log(ratio))
+    else:  # 1/2 [tr(P^-1 C) + m^T P^-1 m - k + log det P - log det C]
+        pinv = torch.linalg.inv(prior)
+        kl = 0.5 * ((pinv * cov).sum((-2, -1)) + ((m.unsqueeze(-2) @ pinv).squeeze(-2) * m).sum(-1) - k
+                    + torch.logdet(prior) - torch.logdet(cov))
     return kl.expand(m.shape[:-1])
 
 
 def decoder_precision(process, lvl, like: torch.Tensor) -> torch.Tensor:
-    """w = h^T Sigma_t^-1 h per component: the precision with which z_t observes x0 (SNR for VP).
-    like: any (B, *event) tensor giving the event shape and device."""
-    zero = torch.zeros((1, process.k) + tuple(like.shape[1:]), dtype=torch.float64, device=like.device)
-    return process.gaussian_obs(zero, lvl)[0].double()
+    """w = h^T Sigma_t^-1 h per component, (Bt or 1, *event): the precision with which z_t observes x0 (SNR
+    for VP). like: any (B, *event) tensor giving the event shape and device."""
+    w = C.precision(process, lvl).to(like.device)
+    return w.expand((w.shape[0],) + tuple(like.shape[1:]))
 
 
 def gaussian_recon(process, lvl, like: torch.Tensor) -> torch.Tensor:
@@ -158,32 +91,19 @@ def discretized_nll(x: torch.Tensor, mean: torch.Tensor, prec: torch.Tensor, bin
     return torch.logsumexp(logits, -1) - own
 
 
-def _basis_squares(basis, device) -> torch.Tensor:
-    """M[j, p] = (U^T e_j)_p^2, (d, d) float64: how a component's variance spreads over the pixels."""
-    cache = getattr(basis, "_udiff_squares", None)
-    if cache is not None and cache.device == torch.device(device):
-        return cache
-    shape = tuple(basis.event_shape)
-    d = math.prod(shape)
-    eye = torch.eye(d, dtype=torch.float64, device=device).reshape((d,) + shape)
-    m = basis.to_net(eye).reshape(d, d).square()
-    object.__setattr__(basis, "_udiff_squares", m)
-    return m
-
-
 def data_variance(basis, var: torch.Tensor) -> torch.Tensor:
     """Per-pixel variance of decode(chi_hat) when chi_hat has independent errors of variance `var` (B, *e)."""
     v = var * basis.scale.to(var).square()
     if basis.kind == "pixel":
         return v
-    flat = v.reshape(v.shape[0], -1) @ _basis_squares(basis, v.device)
+    flat = v.reshape(v.shape[0], -1) @ basis.spread(v.device)
     return flat.reshape(v.shape)
 
 
 def recon_params(model, z0: torch.Tensor, lvl0) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, precision) per data element (B, *event), float64, of the 256-way decoder given z_0: its mean
     x_hat = decode(y / w) and the inverse of that estimate's variance in data space."""
-    w, y = model.process.gaussian_obs(z0.double(), lvl0)
+    w, y = C.observation(model.process, z0.double(), lvl0)
     w = w.double().expand_as(y)
     mean = model.decode((y.double() / w).unsqueeze(1))
     return mean.double(), 1.0 / data_variance(model.basis, 1.0 / w)
@@ -196,10 +116,12 @@ def discrete_recon(model, x: torch.Tensor, z0: torch.Tensor, lvl0) -> torch.Tens
 
 
 def _score_quadratic(process, d: torch.Tensor, lvl) -> torch.Tensor:
-    """1/2 s(d)^T g g^T s(d) per component (B, *event), s = score_from_eps (linear), d in the predicted slots."""
+    """1/2 s(d)^T g g^T s(d) per component (B, *event), per unit t: s = score_from_eps (linear), d in the
+    predicted slots, g g^T = gamma' GG."""
     d = d.double()
-    ds = process.score_from_eps(d, lvl).double()
-    gds = -process.reverse_drift(torch.zeros_like(ds), d, lvl).double()  # g g^T ds: f is linear, f(0) = 0
+    ds = C.score_from_eps(process, d, lvl).double()
+    _, GG = process.sde(lvl)
+    gds = C.apply(GG * lvl.dgamma[:, 0][..., None, None], ds)
     return 0.5 * (ds * gds).sum(1)
 
 
@@ -213,7 +135,7 @@ def reference_x0(process, z: torch.Tensor, lvl, ref) -> torch.Tensor:
     """E[x0 | z_t] for data with independent N(m_i, c_i) components, ref = (m, c):
     m + c (y - w m) / (1 + c w), (B, 1, *event)."""
     m, c = ref
-    w, y = process.gaussian_obs(z.double(), lvl)
+    w, y = C.observation(process, z.double(), lvl)
     w = w.double()
     return (m + c * (y.double() - w * m) / (1.0 + c * w)).unsqueeze(1)
 
@@ -276,7 +198,7 @@ def _mean_gamma(lvl) -> torch.Tensor:
 
 def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, *, image8: bool,
               steps: int = 0, eps0: torch.Tensor | None = None, params: dict | None = None,
-              sampling: str = "gamma", control: bool = True, ref=None):
+              sampling: str = "gamma", control: bool = True, ref=None, variance_grad=None):
     """(prior, recon, diffusion), each (R,) nats summed over the data, for R rows.
 
     x: data (R, *event) (bin centres for 8-bit images); x0 = model.encode(x) (R, 1, *event); u (R,) uniforms
@@ -304,7 +226,7 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
     prior = prior_kl(proc, x0, lvl1).flatten(1).sum(1)
     lvl0 = _level_at(model, t_min, rows, dev, params)
     if image8:
-        z0 = proc.perturb(x0.double(), eps0.double(), lvl0)
+        z0 = C.perturb(proc, x0.double(), eps0.double(), lvl0)
         recon = discrete_recon(model, x, z0, lvl0)
     else:
         per = gaussian_recon(proc, lvl0, x0[:, 0])
@@ -322,13 +244,13 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
     else:
         tc = t_min + (1.0 - t_min) * u
     if not steps:
-        lvl = model.level(tc, **kw)
-        z = proc.perturb(x0, eps, lvl)
+        lvl = model.level(tc, **kw, **({"variance_grad": variance_grad} if variance_grad is not None else {}))
+        z = C.perturb(proc, x0, eps, lvl)
         diff = diffusion_continuous(proc, model.eps(z, lvl), target, lvl)
         if control:  # minus the reference denoiser's integrand, plus its mean over eps
-            eps_ref = proc.eps_from_x0(z.double(), reference_x0(proc, z, lvl, ref), lvl)[:, k - p:]
+            eps_ref = C.eps_from_x0(proc, z.double(), reference_x0(proc, z, lvl, ref), lvl)[:, k - p:]
             unit = torch.zeros((1, k) + event, dtype=torch.float64, device=dev)
-            h_eps = proc.eps_from_x0(unit, -torch.ones_like(unit[:, :1]), lvl)[:, k - p:]  # L^-1 h
+            h_eps = C.eps_from_x0(proc, unit, -torch.ones_like(unit[:, :1]), lvl)[:, k - p:]  # L^-1 h
             mean = _score_quadratic(proc, h_eps, lvl) * reference_mean(decoder_precision(proc, lvl, x0[:, 0]),
                                                                        x0, ref)
             diff = diff - diffusion_continuous(proc, eps_ref, target, lvl) + mean.flatten(1).sum(1)
@@ -343,8 +265,8 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
         t = t_min + (1.0 - t_min) * i / steps
         s = t_min + (1.0 - t_min) * (i - 1.0) / steps
         lvl_t, lvl_s = model.level(t, **kw), model.level(s, **kw)
-        z = proc.perturb(x0, eps, lvl_t)
-        x0_hat = proc.x0_from_eps(z.double(), model.eps(z, lvl_t).double(), lvl_t)
+        z = C.perturb(proc, x0, eps, lvl_t)
+        x0_hat = C.x0_from_eps(proc, z.double(), model.eps(z, lvl_t).double(), lvl_t)
         w_t, w_s = decoder_precision(proc, lvl_t, x0[:, 0]), decoder_precision(proc, lvl_s, x0[:, 0])
         diff = diffusion_step(w_s, w_t, x0, x0_hat)
         if control:  # minus the reference denoiser's term, plus its mean over eps
@@ -368,12 +290,12 @@ def vlb_loss(model, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: tor
     t_min = float(model.schedule.t_min)
     u = (t.double() - t_min) / (1.0 - t_min)
     eps0 = torch.randn_like(eps) if image8 else None
+    shape_grad = VarianceGrad() if getattr(model.schedule, "minimize_variance", False) else None
     prior, recon, diff = vlb_terms(model, x, x0, u, eps, image8=image8, eps0=eps0, params=params,
-                                   sampling="uniform", control=False)
+                                   sampling="uniform", control=False, variance_grad=shape_grad)
     d = math.prod(model.event_shape)
-    hook = getattr(model.schedule, "observe_diffusion_loss", None)
-    if hook is not None:
-        hook(diff / d)
+    if shape_grad is not None:
+        shape_grad.set(diff / d)
     return ((prior + recon + diff) / d).float()
 
 
@@ -397,12 +319,13 @@ class NLLEstimate:
     nfe: float | None = None          # ODE: mean network evaluations per solve
     dequantization: str | None = None
     per_item: torch.Tensor = field(default=None, repr=False)  # (n,) in `units`
+    stderr_target: float | None = None  # the target the repeats were chosen for (None: repeats given)
 
     def as_dict(self) -> dict:
         key = "bpd" if self.units == "bits/dim" else "nll"
         out = {key: self.value, "stderr": self.stderr, "terms": self.terms,
                "units": self.units, "bounds": self.bounds, "method": self.method, "n": self.n,
-               "repeats": self.repeats}
+               "repeats": self.repeats, "stderr_target": self.stderr_target}
         if self.method == "vlb":
             out["steps"] = self.steps
             out["time"] = "continuous" if self.steps is None else "discrete"
@@ -416,40 +339,52 @@ def _stream(seed: int, repeat: int, purpose: int) -> int:
     return step_seed(seed, repeat, salt=purpose) & 0xFFFFFFFF
 
 
-def _uniform(ns: NoiseSource, stream: int, shape) -> torch.Tensor:
-    """Uniforms in (0, 1), float64, (B, *shape), a pure function of (seed of the item, stream)."""
-    n = math.prod(shape)
-    bits = ns.uniform_bits(stream, n)
-    return (((bits >> 8).double() + 0.5) / 16777216.0).reshape((len(ns),) + tuple(shape))
+def _normals(ns: NoiseSource, seed: int, purpose: int, reps, shape) -> torch.Tensor:
+    """(B·K, *shape) float64 standard normals for repeats `reps` (K indices), rows item-major (item b, the
+    k-th repeat at b·K + k)."""
+    draws = [ns(_stream(seed, r, purpose), shape).double() for r in reps]
+    return torch.stack(draws, 1).reshape((len(ns) * len(draws),) + tuple(shape))
 
 
-def _normals(ns: NoiseSource, seed: int, purpose: int, repeats: int, shape) -> torch.Tensor:
-    """(B·K, *shape) float64 standard normals, rows ordered item-major (item b, repeat r at b·K + r)."""
-    draws = [ns(_stream(seed, r, purpose), shape).double() for r in range(repeats)]
-    return torch.stack(draws, 1).reshape((len(ns) * repeats,) + tuple(shape))
+def _reps(repeats) -> list[int]:
+    return list(range(repeats)) if isinstance(repeats, int) else list(repeats)
 
 
-def vlb_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, steps: int = 0, repeats: int = 1,
+def van_der_corput(r: int) -> float:
+    """The base-2 radical inverse of r: repeats 0 .. 2^m - 1 take the offsets {i / 2^m}, a stratified lattice."""
+    out, f = 0.0, 0.5
+    while r:
+        out += f * (r & 1)
+        r >>= 1
+        f *= 0.5
+    return out
+
+
+def vlb_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, steps: int = 0, repeats=1,
               seed: int = 0, ref=None) -> dict[str, torch.Tensor]:
-    """The bound's terms for a batch of items x (n, *event) with global indices `index`: each (n, K) nats."""
-    n, K = x.shape[0], repeats
+    """The bound's terms for a batch of items x (n, *event) with global indices `index`: each (n, K) nats.
+    `repeats`: K, or the repeat indices to draw (repeat r of an item puts its time at (u + vdc(r)) mod 1)."""
+    reps = _reps(repeats)
+    n, K = x.shape[0], len(reps)
     ns = NoiseSource(index, device=x.device)
     shape = (model.process.k,) + tuple(model.event_shape)
-    u0 = _uniform(ns, _stream(seed, 0, _TIME), (1,))[:, 0]
-    u = torch.remainder(u0[:, None] + torch.arange(K, dtype=torch.float64, device=x.device) / K, 1.0).reshape(-1)
-    eps = _normals(ns, seed, _EPS, K, shape)
-    eps0 = _normals(ns, seed, _RECON, K, shape) if image8 else None
+    u0 = ns.uniform(_stream(seed, 0, _TIME), (1,))[:, 0]
+    offsets = torch.tensor([van_der_corput(r) for r in reps], dtype=torch.float64, device=x.device)
+    u = torch.remainder(u0[:, None] + offsets, 1.0).reshape(-1)
+    eps = _normals(ns, seed, _EPS, reps, shape)
+    eps0 = _normals(ns, seed, _RECON, reps, shape) if image8 else None
     xr = x.repeat_interleave(K, 0).double()
     x0 = model.encode(xr)
     prior, recon, diff = vlb_terms(model, xr, x0, u, eps, image8=image8, steps=steps, eps0=eps0, ref=ref)
     return {"prior": prior.reshape(n, K), "recon": recon.reshape(n, K), "diffusion": diff.reshape(n, K)}
 
 
-def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repeats: int = 1, seed: int = 0,
+def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repeats=1, seed: int = 0,
               rtol: float = 1e-5, atol: float = 1e-5) -> tuple[dict[str, torch.Tensor], int]:
     """PF-ODE negative log-likelihood terms for a batch of items: ({term: (n, K) nats}, NFE of the solve)."""
     proc = model.process
-    n, K = x.shape[0], repeats
+    reps = _reps(repeats)
+    n, K = x.shape[0], len(reps)
     rows = n * K
     event = tuple(model.event_shape)
     d = math.prod(event)
@@ -458,16 +393,16 @@ def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repe
     ns = NoiseSource(index, device=dev)
     xr = x.repeat_interleave(K, 0).double()
     if image8:  # uniform dequantization within each bin of width 2/256
-        u = torch.stack([_uniform(ns, _stream(seed, r, _DEQUANT), event) for r in range(K)], 1)
+        u = torch.stack([ns.uniform(_stream(seed, r, _DEQUANT), event) for r in reps], 1)
         xr = xr + (u.reshape((rows,) + event) - 0.5) * (2.0 / BINS)
     chi = model.encode(xr)  # (R, 1, *e)
     factor, mask, var = momentum_law(proc)
-    xi = _normals(ns, seed, _MOMENTUM, K, shape)
+    xi = _normals(ns, seed, _MOMENTUM, reps, shape)
     first = torch.zeros(proc.k, dtype=torch.float64, device=dev)
     first[0] = 1.0
     z0 = first.reshape((1, proc.k) + (1,) * len(event)) * chi
     z0 = z0 + torch.einsum("ij,bj...->bi...", factor.to(dev), xi)
-    probe = torch.where(_normals(ns, seed, _PROBE, K, shape) >= 0, 1.0, -1.0).to(torch.float64)
+    probe = torch.where(_normals(ns, seed, _PROBE, reps, shape) >= 0, 1.0, -1.0).to(torch.float64)
 
     slots = torch.eye(proc.k, dtype=torch.float64, device=dev).reshape((proc.k, proc.k) + (1,) * len(event))
     p = proc.predicted
@@ -477,15 +412,15 @@ def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repe
     def reference(z, lvl):
         """A linear drift with an exactly known trace: the PF-ODE's for data with independent N(0, c_i)
         components (c_i the basis's fitted variances), whose denoiser is x0 = c y / (1 + c w)."""
-        w, y = proc.gaussian_obs(z, lvl)
+        w, y = C.observation(proc, z, lvl)
         x0 = (data_var * y / (1.0 + data_var * w)).unsqueeze(1)
-        return proc.reverse_drift(z, proc.eps_from_x0(z, x0, lvl)[:, proc.k - p:], lvl, pf_ode=True)
+        return C.reverse_drift(proc, z, C.eps_from_x0(proc, z, x0, lvl)[:, proc.k - p:], lvl, pf_ode=True)
 
     def velocity(t: float, y: torch.Tensor) -> torch.Tensor:
         lvl = model.level(torch.tensor([t], dtype=torch.float64, device=dev))
         with torch.enable_grad():
             z = y[:, :-1].reshape((rows,) + shape).detach().requires_grad_(True)
-            drift = proc.reverse_drift(z, model.eps(z, lvl).to(z.dtype), lvl, pf_ode=True)
+            drift = C.reverse_drift(proc, z, model.eps(z, lvl).to(z.dtype), lvl, pf_ode=True)
             (vjp,) = torch.autograd.grad(drift, z, probe)
         # Hutchinson's v^T J v on what the linear reference does not capture, plus the reference's exact trace
         # (a control variate with known mean: it removes the probe noise of the k×k blocks, e.g. PSLD's
@@ -501,10 +436,11 @@ def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repe
         raise UdiffError(str(e).replace("[sample] rtol/atol", "--tol").replace("or use another sampler",
                                                                               "or use --method vlb")) from None
     z1 = y1[:, :-1].reshape((rows,) + shape)
-    sinf = proc.stationary_cov().double().to(dev)
+    lvl1 = model.level(torch.ones(1, dtype=torch.float64, device=dev))
+    pcov = proc.prior_cov(lvl1).double().to(dev).expand(z1.shape[:1] + event + (proc.k, proc.k))
     v = z1.movedim(1, -1)
-    quad = ((v @ torch.linalg.inv(sinf)) * v).sum(-1).flatten(1).sum(1)
-    prior = 0.5 * quad + 0.5 * d * torch.logdet(2.0 * math.pi * sinf)  # -log N(z_1; 0, Sigma_inf)
+    quad = ((v.unsqueeze(-2) @ torch.linalg.inv(pcov)).squeeze(-2) * v).sum(-1).flatten(1).sum(1)
+    prior = 0.5 * quad + 0.5 * torch.logdet(2.0 * math.pi * pcov).flatten(1).sum(1)  # -log N(z_1; 0, P)
     terms = {"prior": prior, "flow": -y1[:, -1]}
     extra = log_scale(model.basis).to(dev) + (d * math.log(BINS / 2) if image8 else 0.0)
     terms["correction"] = extra.expand(rows)
@@ -516,11 +452,44 @@ def ode_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, repe
     return {k: v.reshape(n, K) for k, v in terms.items()}, nfe
 
 
-def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", steps: int = 0, repeats: int = 1,
+STDERR_TARGET = 0.005  # default target of the reported standard error, in the reported unit
+MAX_REPEATS = 64       # default cap of the repeats per item when they are chosen adaptively
+
+
+def _one_pass(model, data, reps, *, image8, method, steps, batch_size, seed, dev, rtol, atol, first_index, ref,
+              progress):
+    """Every item's terms for the repeats `reps`: ({term: (n, len(reps)) nats}, NFEs of the ODE solves)."""
+    n_items = data.shape[0]
+    per = max(1, batch_size // len(reps))
+    parts, nfes = {}, []
+    for start in range(0, n_items, per):
+        idx = torch.arange(start, min(n_items, start + per))
+        batch = data[idx].to(dev)
+        x = to_unit(batch) if image8 else batch.float()
+        index = (idx + first_index).to(dev)
+        if method == "vlb":
+            with torch.no_grad():
+                terms = vlb_batch(model, x, index, image8=image8, steps=steps, repeats=reps, seed=seed, ref=ref)
+        else:
+            terms, nfe = ode_batch(model, x, index, image8=image8, repeats=reps, seed=seed, rtol=rtol, atol=atol)
+            nfes.append(nfe)
+        for k, v in terms.items():
+            parts.setdefault(k, []).append(v.detach().cpu())
+        if progress:
+            progress(len(idx))
+    return {k: torch.cat(v) for k, v in parts.items()}, nfes
+
+
+def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", steps: int = 0,
+             repeats: int | None = None, stderr: float = STDERR_TARGET, max_repeats: int = MAX_REPEATS,
              batch_size: int = 256, seed: int = 0, device="cpu", rtol: float = 1e-5, atol: float = 1e-5,
              first_index: int = 0, progress=None) -> NLLEstimate:
     """Estimate the mean NLL (bound) of the items of `data` (uint8 images or float) under `model`.
 
+    repeats: estimates per item; None chooses them: 1, 2, 4, ... per item (the repeats of an item put their
+    times on a stratified lattice at every power of two) until the standard error of the reported number is
+    at most `stderr` (in the reported unit), or what is left of it is the spread of the items themselves
+    (repeats cannot remove that; the estimator's share is then below a quarter of it), or `max_repeats`.
     batch_size counts network inputs (items × repeats); items keep index first_index + position, which fixes
     their random numbers. The model is used as it is (load the EMA weights before calling).
     """
@@ -530,53 +499,52 @@ def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", st
     if n_items == 0:
         raise UdiffError("no items to evaluate")
     d = math.prod(model.event_shape)
-    per = max(1, batch_size // repeats)
+    scale = 1.0 / (d * (LN2 if image8 else 1.0))
     dev = torch.device(device)
     model.prepare(dev)
     model.eval()
     was = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
-    totals, parts, nfes = [], {}, []
+    parts, nfes = {}, []
+    adaptive = repeats is None
     try:
         ref = reference_moments(model, data, image8) if method == "vlb" else None
-        for start in range(0, n_items, per):
-            idx = torch.arange(start, min(n_items, start + per))
-            batch = data[idx].to(dev)
-            x = to_unit(batch) if image8 else batch.float()
-            index = (idx + first_index).to(dev)
-            if method == "vlb":
-                with torch.no_grad():
-                    terms = vlb_batch(model, x, index, image8=image8, steps=steps, repeats=repeats, seed=seed,
-                                      ref=ref)
-            else:
-                terms, nfe = ode_batch(model, x, index, image8=image8, repeats=repeats, seed=seed, rtol=rtol,
-                                       atol=atol)
-                nfes.append(nfe)
-            for k, v in terms.items():
-                parts.setdefault(k, []).append(v.detach().cpu())
-            totals.append(sum(terms.values()).detach().cpu())
-            if progress:
-                progress(len(idx))
+        done, todo = 0, (1 if adaptive else int(repeats))
+        while todo:
+            new, n_new = _one_pass(model, data, range(done, done + todo), image8=image8, method=method,
+                                   steps=steps, batch_size=batch_size, seed=seed, dev=dev, rtol=rtol, atol=atol,
+                                   first_index=first_index, ref=ref, progress=progress if done == 0 else None)
+            for k, v in new.items():
+                parts[k] = torch.cat([parts[k], v], 1) if k in parts else v
+            nfes += n_new
+            done += todo
+            todo = 0
+            if adaptive and done < max_repeats and n_items > 1:
+                total = sum(parts.values()) * scale  # (n, K)
+                se = float(total.mean(1).std() / math.sqrt(n_items))
+                within = float(total.var(1).mean()) / done / n_items if done > 1 else math.inf
+                if se > stderr and within > 0.25 * se * se:
+                    todo = min(done, max_repeats - done)
     finally:
         for p, r in zip(model.parameters(), was):
             p.requires_grad_(r)
-    total = torch.cat(totals)  # (n, K) nats
+    total = sum(parts.values())  # (n, K) nats
     if not bool(torch.isfinite(total).all()):
-        raise UdiffError(f"the {method} estimate is not finite for {int((~torch.isfinite(total)).any(1).sum())} "
-                         "items: the model's output or the process's kernel at the schedule's ends is not finite "
-                         "(e.g. a kernel too close to singular at t_min); raise gamma(t_min) or check the model")
-    scale = 1.0 / (d * (LN2 if image8 else 1.0))
+        raise NonFiniteResult(f"the {method} estimate is not finite for "
+                              f"{int((~torch.isfinite(total)).any(1).sum())} items: the model's output or the "
+                              "process's kernel at the schedule's ends is not finite; check the model (udiff show) "
+                              "or raise gamma(t_min)")
     per_item = total.mean(1) * scale
     n = per_item.numel()
-    stderr = float(per_item.std(unbiased=True) / math.sqrt(n)) if n > 1 else None
-    terms = {k: float(torch.cat(v).mean() * scale) for k, v in parts.items()}
-    return NLLEstimate(method=method, value=float(per_item.mean()), stderr=stderr,
+    se = float(per_item.std(unbiased=True) / math.sqrt(n)) if n > 1 else None
+    terms = {k: float(v.mean() * scale) for k, v in parts.items()}
+    return NLLEstimate(method=method, value=float(per_item.mean()), stderr=se,
                        terms=terms, units="bits/dim" if image8 else "nats/dim",
-                       bounds=describe(model, method, image8), n=n, repeats=repeats,
+                       bounds=describe(model, method, image8), n=n, repeats=total.shape[1],
                        steps=(steps or None) if method == "vlb" else None,
                        nfe=(sum(nfes) / len(nfes)) if nfes else None,
                        dequantization=("uniform" if image8 else None) if method == "ode" else None,
-                       per_item=per_item)
+                       per_item=per_item, stderr_target=stderr if adaptive else None)
 
 
 def describe(model, method: str, image8: bool) -> str:

@@ -9,8 +9,13 @@
     sliced W2           sqrt(mean over random unit directions of W2^2 of the 1-D projections), 1-D W2 from sorted
                         projections (Rabin et al. 2011); `SW_DIRECTIONS` directions from a fixed seed
 
+    log Z error         a sampler's log Z estimate minus the target's exact log Z, where both exist (dilation-smc;
+                        the normalized targets), with the error in units of the estimate's standard error
+
 Everything is float64 on the CPU and deterministic: the reference draws come from `REFERENCE_SEED`, the
-directions from their own fixed seed, and subsets are the first points (samples are independent across seeds).
+directions from their own fixed seed, and subsets are evenly spaced over the samples (the same as the first points
+for independent samples; SMC's particles are correlated within their block of seeds, so the first points would be
+one or two blocks).
 Rows of the samples that are not finite (a diverged chain) are counted and left out of the distances.
 """
 
@@ -41,9 +46,16 @@ def median_bandwidth(z: torch.Tensor) -> float:
     return med if med > 0 else 1.0
 
 
+def spread(x: torch.Tensor, points: int) -> torch.Tensor:
+    """At most `points` rows of x, evenly spaced over it (all of them when there are fewer)."""
+    if len(x) <= points:
+        return x
+    return x[torch.linspace(0, len(x) - 1, points, dtype=torch.float64).round().long()]
+
+
 def mmd(x: torch.Tensor, y: torch.Tensor, points: int = MMD_POINTS) -> float:
     """sqrt(max(0, unbiased MMD^2)) between x (n, d) and y (m, d), RBF kernel with the median bandwidth."""
-    x, y = x[:points].double(), y[:points].double()
+    x, y = spread(x, points).double(), spread(y, points).double()
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         return math.nan
@@ -63,7 +75,7 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, directions: int = SW_DIRECTIONS,
     n = min(len(x), len(y), points)
     if n < 1:
         return math.nan
-    x, y = x[:n].double(), y[:n].double()
+    x, y = spread(x, n).double(), spread(y, n).double()
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], directions, dtype=torch.float64, generator=g)
     theta = theta / theta.norm(dim=0, keepdim=True)
@@ -104,3 +116,13 @@ def evaluate(target, x: torch.Tensor, reference: Optional[torch.Tensor] = None) 
         out["mode_weights"] = [round(float(v), 4) for v in f]
         out["mode_weights_exact"] = [round(float(v), 4) for v in f_ref]
     return out
+
+
+def log_z_error(target, used: dict) -> dict:
+    """{log_z_exact, log_z_error[, log_z_z]} when the sampler estimated log Z and the target knows it, else {}."""
+    if used.get("log_z") is None or getattr(target, "log_z", None) is None:
+        return {}
+    err = float(used["log_z"]) - float(target.log_z)
+    se = used.get("log_z_stderr")
+    z = {"log_z_z": err / se} if se and math.isfinite(se) and se > 0 else {}
+    return {"log_z_exact": float(target.log_z), "log_z_error": err, **z}

@@ -23,20 +23,40 @@ from .errors import UdiffError
 _MASK = 0xFFFFFFFF
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for int64 tensors holding values in [0, 2^32), without int64 overflow."""
-    lo = x * (c & 0xFFFF)
-    hi = ((x * (c >> 16)) & 0xFFFF) << 16
-    return (lo + hi) & _MASK
+def _signed(c: int) -> int:
+    """A 32-bit constant as the int32 with the same bits."""
+    return c - (1 << 32) if c >= 1 << 31 else c
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """Wellons' lowbias32 integer hash on int64 tensors with values in [0, 2^32)."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+_M1, _M2 = _signed(0x7FEB352D), _signed(0x846CA68B)
+
+
+def mix32(x: torch.Tensor, carry=None) -> torch.Tensor:
+    """Wellons' lowbias32 integer hash on int32 tensors (the bits of unsigned 32-bit values).
+
+    Products wrap modulo 2^32 and right shifts are masked to be logical, so the bits are those of the
+    unsigned hash on every device, at a few int32 operations per element. `carry` (bool tensor): the input
+    had a 33rd bit (a sum that overflowed), which the first shift brings down to bit 16."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    if carry is not None:
+        x = x ^ (carry.to(torch.int32) << 16)
+    x = x * _M1
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _M2
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def _mix_sum(x: torch.Tensor, c: int) -> torch.Tensor:
+    """mix32 of the unsigned sum x + c (x int32 bits, 0 <= c < 2^32) with its carry, as the generator defines it."""
+    flip = _signed(1 << 31)
+    carry = (x ^ flip) >= _signed((((1 << 32) - c) & _MASK) ^ (1 << 31))  # unsigned x >= 2^32 - c
+    return mix32(x + _signed(c), carry)
+
+
+def _as_i32(v) -> torch.Tensor:
+    """Values in [0, 2^32) (int64 tensor) → int32 with the same low 32 bits."""
+    v = torch.as_tensor(v, dtype=torch.int64)
+    return torch.where(v >= 1 << 31, v - (1 << 32), v).to(torch.int32)
 
 
 def _mix_int(x: int) -> int:
@@ -69,29 +89,50 @@ class NoiseSource:
             raise UdiffError("seeds must lie in 0..4294967295")
         self.device = torch.device(device)
         self.seeds = seeds.to(self.device)
-        self._keys = mix32(self.seeds ^ 0x9E3779B9)  # (B,)
+        self._keys = mix32(_as_i32(self.seeds).to(self.device) ^ _signed(0x9E3779B9))  # (B,) int32
 
     def __len__(self):
         return self.seeds.numel()
 
+    def _bits(self, stream: int, n: int) -> torch.Tensor:
+        """(B, n) int32 tensor holding the 32-bit hashes of elements 0..n-1 of `stream`."""
+        salt = _mix_sum(torch.tensor(_signed(stream & _MASK), dtype=torch.int32, device=self.device), 0x6A09E667)
+        s = mix32(self._keys ^ salt)
+        idx = torch.arange(n, device=self.device, dtype=torch.int32)
+        return _mix_sum(mix32(s[:, None] ^ idx[None, :]), 0x3C6EF372)
+
     def uniform_bits(self, stream: int, n: int) -> torch.Tensor:
-        """(B, n) int64 tensor of 32-bit hashes for elements 0..n-1 of `stream`."""
-        s = mix32(self._keys ^ mix32(torch.tensor(stream & _MASK, device=self.device) + 0x6A09E667))
-        idx = torch.arange(n, device=self.device, dtype=torch.int64)
-        return mix32(mix32(s[:, None] ^ idx[None, :]) + 0x3C6EF372)
+        """(B, n) int64 tensor of the 32-bit hashes (0 .. 2^32 - 1) of elements 0..n-1 of `stream`."""
+        return self._bits(stream, n).to(torch.int64) & _MASK
+
+    def uniform(self, stream: int, shape, offset: float = 0.5, dtype=torch.float64) -> torch.Tensor:
+        """(B, *shape) uniforms on the 24-bit grid (k + offset)/2^24, k = 0 .. 2^24 - 1 (offset 0.5: in (0, 1))."""
+        shape = tuple(shape)
+        return unit24(self._bits(stream, math.prod(shape)), offset, dtype).reshape((len(self),) + shape)
 
     def __call__(self, stream: int, shape) -> torch.Tensor:
         shape = tuple(shape)
         n = math.prod(shape)
         pairs = (n + 1) // 2
-        h = self.uniform_bits(stream, 2 * pairs).view(-1, pairs, 2)
+        h = self._bits(stream, 2 * pairs).view(-1, pairs, 2)
         # 24-bit uniforms in (0, 1] and [0, 1): Box-Muller needs log(u1) finite.
-        u1 = ((h[..., 0] >> 8).to(torch.float32) + 1.0) * (1.0 / 16777216.0)
-        u2 = (h[..., 1] >> 8).to(torch.float32) * (1.0 / 16777216.0)
+        u1 = unit24(h[..., 0], 1.0, torch.float32)
+        u2 = unit24(h[..., 1], 0.0, torch.float32)
         r = torch.sqrt(-2.0 * torch.log(u1))
         theta = (2.0 * math.pi) * u2
         z = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1).reshape(len(self), 2 * pairs)
         return z[:, :n].reshape((len(self),) + shape)
+
+
+def lattice(u0: torch.Tensor, n: int) -> torch.Tensor:
+    """Low-discrepancy uniforms (u0 + i/n) mod 1, i = 0 .. n-1 (VDM's times): u0 (...) → (..., n), float64."""
+    i = torch.arange(n, dtype=torch.float64, device=u0.device) / n
+    return torch.remainder(u0.double().unsqueeze(-1) + i, 1.0)
+
+
+def unit24(bits: torch.Tensor, offset: float, dtype) -> torch.Tensor:
+    """The top 24 bits of 32-bit hashes (int32 or int64 tensors) as (k + offset) / 2^24."""
+    return (((bits >> 8) & 0xFFFFFF).to(dtype) + offset) * (1.0 / 16777216.0)
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")

@@ -1,9 +1,8 @@
 """Noise schedules: gamma(t) = -log SNR(t), per component, and the noise level they define at time t.
 
-Conventions (VDM, GUD): t in [0, 1], t = 0 is data, t = 1 is the prior; gamma is increasing in t;
-sigma_t^2 = sigmoid(gamma_t), alpha_t^2 = sigmoid(-gamma_t), SNR = exp(-gamma). The equivalent SDE rate is
-beta(t) = sigma_t^2 gamma'(t) and the integrated rate B(t) = softplus(gamma_t) (so a phase-space process,
-which runs on B, is driven by the same schedule object).
+Conventions (VDM, GUD): t in [0, 1], t = 0 is data, t = 1 is the prior; gamma is increasing in t. What
+gamma means for the state is the process's business (udiff/process.py): for VP, sigma_t^2 = sigmoid(gamma_t)
+and SNR = exp(-gamma); phase-space processes run on the clock B = softplus(gamma); VE has sigma^2 = e^gamma.
 
 A schedule returns gamma of shape (B,) for a scalar schedule or (B, *event) for a component-wise one;
 `level(t, event_ndim)` wraps it into a `NoiseLevel` shaped (B, 1, *e) so it broadcasts against a process
@@ -24,41 +23,12 @@ from torch import nn
 
 @dataclass(frozen=True)
 class NoiseLevel:
-    """gamma(t) and gamma'(t), float64, shaped (B or 1, 1, *e) to broadcast against a state (B, k, *event)."""
+    """gamma(t) and gamma'(t), float64, shaped (B or 1, 1, *e) to broadcast against a state (B, k, *event).
+    A process reads what the level means for its state (process.Process)."""
 
     t: torch.Tensor
     gamma: torch.Tensor
     dgamma: torch.Tensor
-
-    @property
-    def alpha2(self):
-        return torch.sigmoid(-self.gamma)
-
-    @property
-    def sigma2(self):
-        return torch.sigmoid(self.gamma)
-
-    @property
-    def alpha(self):
-        return torch.sigmoid(-self.gamma).sqrt()
-
-    @property
-    def sigma(self):
-        return torch.sigmoid(self.gamma).sqrt()
-
-    @property
-    def snr(self):
-        return torch.exp(-self.gamma)
-
-    @property
-    def beta(self):
-        """SDE rate beta = sigma^2 gamma' (algorithms.md §0)."""
-        return torch.sigmoid(self.gamma) * self.dgamma
-
-    @property
-    def integrated_rate(self):
-        """B(t) = int_0^t beta = softplus(gamma): the clock of a phase-space process."""
-        return F.softplus(self.gamma)
 
     def label(self) -> torch.Tensor:
         """One scalar per item for network conditioning: the mean gamma over components, shape (B,)."""
@@ -110,8 +80,8 @@ class Schedule(nn.Module):
 
     @property
     def gamma_range(self) -> tuple[float, float]:
-        """(gamma(t_min), gamma(1)) of a scalar schedule."""
-        ends = self.gamma(torch.tensor([self.t_min, 1.0], dtype=torch.float64))
+        """(gamma(t_min), gamma(1)), the mean over components for a component-wise schedule."""
+        ends = self.gamma(torch.tensor([self.t_min, 1.0], dtype=torch.float64)).reshape(2, -1).mean(1)
         return float(ends[0]), float(ends[1])
 
 
@@ -253,21 +223,36 @@ class SoftConditioning(Schedule):
         return {"softness": lo + (hi - lo) * torch.rand(batch, dtype=torch.float64, device=device)}
 
 
-class _VarianceGrad(torch.autograd.Function):
-    """Identity on the normalized shape (n(t), n'(t)) of a learned schedule; in the backward pass the gradient
-    of item i is multiplied by the owner's `_variance_scale[i]` = 2 L_i (its diffusion loss), so the shape
-    parameters follow grad mean(L^2) = grad Var(L) instead of grad mean(L) (VDM App. I.2, eqs. 60-62)."""
+class VarianceGrad:
+    """What the loss of one step tells a learned schedule's shape: the per-item scale 2 L_i of its gradient.
+
+    The loss creates one, passes it to `level(t, variance_grad=...)` for the levels of the diffusion term, and
+    sets `scale` from the per-item diffusion loss before the backward pass; the shape parameters then follow
+    grad mean(L^2) = grad Var(L) + const instead of grad mean(L) (VDM App. I.2, eqs. 60-62). It belongs to the
+    step that made it: nothing is kept on the schedule."""
+
+    def __init__(self):
+        self.scale = None
+
+    def set(self, per_item: torch.Tensor) -> None:
+        self.scale = 2.0 * per_item.detach().to(torch.float64)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity on the normalized shape (n(t), n'(t)); in the backward pass item i's gradient is multiplied by
+    box.scale[i] (a VarianceGrad whose scale the loss has set)."""
 
     @staticmethod
-    def forward(ctx, n, dn, owner):
-        ctx.owner = owner
+    def forward(ctx, n, dn, box):
+        ctx.box = box
         return n.clone(), dn.clone()
 
     @staticmethod
     def backward(ctx, gn, gdn):
-        scale = ctx.owner._variance_scale
-        if scale is None or scale.shape != gn.shape:  # endpoint evaluations (n = 0, 1: no shape gradient)
-            return gn, gdn, None
+        scale = ctx.box.scale
+        if scale is None:
+            raise RuntimeError("VarianceGrad: the loss did not set the per-item scale before backward")
+        scale = scale.to(gn.dtype).reshape(gn.shape)
         return gn * scale, gdn * scale, None
 
 
@@ -281,8 +266,8 @@ class VDMLearned(Schedule):
     g is VDM's `NoiseSchedule_NNet` (l1, l2, l3 with every weight through |.|, so g increases; l1's bias cancels
     in the normalization), and gamma_1 = gamma_0 + |span| keeps the endpoints ordered. The endpoints are learned
     on the bound (prior and reconstruction terms); the shape does not change the continuous-time bound, only
-    its variance, so `minimize_variance` trains it on mean(L_diff^2) instead (the "endpoint trick", VDM App. I.2)
-    through `_VarianceGrad`: the training loss hands the per-item diffusion loss to `observe_diffusion_loss`.
+    its variance, so `minimize_variance` trains it on mean(L_diff^2) instead (the "endpoint trick", VDM App. I.2):
+    the training loss passes a `VarianceGrad` to the diffusion term's `level` and sets it from the per-item loss.
     gamma' is closed form (no double backward). Parameters are float32, arithmetic float64.
     """
 
@@ -298,7 +283,6 @@ class VDMLearned(Schedule):
             self.w2 = nn.Parameter(torch.randn(self.features))
             self.b2 = nn.Parameter(torch.zeros(self.features))
             self.w3 = nn.Parameter(torch.randn(self.features))
-        self._variance_scale = None
 
     def _g(self, t):
         """The unnormalized monotone network g(t) and g'(t), float64, t of shape (N,)."""
@@ -311,7 +295,7 @@ class VDMLearned(Schedule):
         d = a + (2.0 * s * (1.0 - s) * 2.0 * w2 * w3).sum(-1) / self.features
         return g, d
 
-    def _parts(self, t):
+    def _parts(self, t, variance_grad=None):
         t = torch.as_tensor(t, dtype=torch.float64)
         flat = t.reshape(-1).to(self.gamma0.device)
         lo = self.gamma0.double()
@@ -321,8 +305,8 @@ class VDMLearned(Schedule):
         g, d = self._g(flat)
         ends, _ = self._g(torch.tensor([0.0, 1.0], dtype=torch.float64, device=flat.device))
         n, dn = (g - ends[0]) / (ends[1] - ends[0]), d / (ends[1] - ends[0])
-        if self.minimize_variance and torch.is_grad_enabled():
-            n, dn = _VarianceGrad.apply(n, dn, self)
+        if variance_grad is not None and self.minimize_variance and torch.is_grad_enabled():
+            n, dn = _ScaleGrad.apply(n, dn, variance_grad)
         return (lo + span * n).reshape(t.shape), (span * dn).reshape(t.shape)
 
     def gamma(self, t):
@@ -331,19 +315,11 @@ class VDMLearned(Schedule):
     def dgamma(self, t):
         return self._parts(t)[1]
 
-    def level(self, t, event_ndim):
+    def level(self, t, event_ndim, variance_grad: VarianceGrad | None = None):
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-        if self.minimize_variance and torch.is_grad_enabled():
-            self._variance_scale = None  # set again by the loss of this step
-        g, d = self._parts(t)
+        g, d = self._parts(t, variance_grad)
         shape = (t.shape[0], 1) + (1,) * event_ndim
         return NoiseLevel(t=t, gamma=g.reshape(shape), dgamma=d.reshape(shape))
-
-    def observe_diffusion_loss(self, per_item: torch.Tensor) -> None:
-        """Per-item diffusion loss of the current step (before backward): the shape's gradient becomes
-        that of mean(L^2) (only with minimize_variance)."""
-        if self.minimize_variance:
-            self._variance_scale = 2.0 * per_item.detach().to(torch.float64)
 
     def t_of_gamma(self, g):
         with torch.no_grad():

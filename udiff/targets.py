@@ -7,6 +7,8 @@ A target is an object with
     sample(n, generator)  (n, d) float64 exact draws on the CPU, or None when no exact sampler exists
     assign(x)             (N, d) -> (N,) int64 index of the mode each point belongs to (mixtures), else None
     mode_names            one label per mode (empty when the target has no modes to count)
+    log_z                 log of the integral of exp(log_prob) when known exactly (0 for the normalized kinds
+                          below), else None: what a sampler's log Z estimate is checked against
     to(device)            the same target with its parameters on `device`
 
 Kinds, registered by name in `KINDS` (build.py maps recipe specs onto these constructors):
@@ -20,8 +22,8 @@ Kinds, registered by name in `KINDS` (build.py maps recipe specs onto these cons
     fitted     a Gaussian mixture fitted by EM to data (`fit_gmm`); build.py chooses the coordinates
     python     any `module:function` returning log pi(x) for a batch (`PythonTarget`)
 
-Every mixture here is normalized (log_prob is the exact log-density), which the tests use; samplers only
-rely on log_prob up to a constant. Exact samples make the metrics of metrics.py possible.
+Every mixture here, the rings and the funnel are normalized (log_prob is the exact log-density, log_z = 0), which
+the tests use; samplers only rely on log_prob up to a constant. Exact samples make the metrics of metrics.py possible.
 
 No click, tqdm or file system here: data and modules arrive as tensors and callables.
 """
@@ -54,6 +56,7 @@ class Target:
     """Base class: a dimension and a batched log-density; subclasses add exact sampling and modes."""
 
     kind = "target"
+    log_z: Optional[float] = None  # exact log of the integral of exp(log_prob), where known
 
     def __init__(self, dim: int):
         self.dim = int(dim)
@@ -78,8 +81,9 @@ class Target:
 
     def info(self) -> dict:
         """What a samples artifact records about its target."""
+        known = {} if self.log_z is None else {"log_z": self.log_z}
         return {"kind": self.kind, "dim": self.dim, "modes": len(self.mode_names),
-                "exact_samples": self.has_exact_samples, **self.extra}
+                "exact_samples": self.has_exact_samples, **known, **self.extra}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -97,6 +101,7 @@ class GaussianMixture(Target):
     """
 
     kind = "gmm"
+    log_z = 0.0  # normalized
 
     def __init__(self, means, weights=None, stds=None, covs=None, kind: str = "gmm"):
         means = torch.as_tensor(means, dtype=torch.float64)
@@ -245,6 +250,7 @@ class Rings(Target):
     """
 
     kind = "rings"
+    log_z = 0.0  # normalized
 
     def __init__(self, radii, std=0.2, weights=None):
         super().__init__(2)
@@ -322,6 +328,7 @@ class Funnel(Target):
     """Neal's funnel (Neal 2003): v = x_1 ~ N(0, scale^2), x_i | v ~ N(0, e^v) for i = 2..d. No modes to count."""
 
     kind = "funnel"
+    log_z = 0.0  # normalized
 
     def __init__(self, dim: int = 10, scale: float = 3.0):
         super().__init__(dim)

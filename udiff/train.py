@@ -20,7 +20,8 @@ from . import artifacts
 from .data import Dataset, to_unit
 from .errors import ArtifactError, UdiffError
 from .likelihood import vlb_loss
-from .losses import diffusion_loss, stratified_times
+from .losses import diffusion_loss
+from .registry import TIMES
 from .rng import step_seed
 
 
@@ -175,7 +176,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
             flip = torch.rand(x.shape[0], device=dev) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         x0 = model.encode(x)
-        t = stratified_times(x.shape[0], model.schedule.t_min, device=dev)
+        t = TIMES.get(spec.times)(model, x.shape[0], dev, spec)
         eps = torch.randn((x.shape[0],) + shape, device=dev)
         for g in opt.param_groups:
             g["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) if spec.warmup else spec.lr

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..registry import NLL_METHODS
 from .options import device_option, emit, json_option, resolve_device, stderr_is_terminal
 
-METHODS = ("vlb", "ode")
+METHODS = NLL_METHODS.names()
 
 
 @click.command("eval-nll", short_help="Likelihood of data under a model, in bits/dim.")
@@ -18,8 +19,15 @@ METHODS = ("vlb", "ode")
                    "ODE with a Hutchinson trace estimator and adaptive RK45.")
 @click.option("--steps", type=click.IntRange(min=1), metavar="T",
               help="vlb: the bound of the discrete-time model with T steps [default: continuous time].")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
-              help="Estimates per item (times and noise; for ode: probes, dequantization and momentum).")
+@click.option("--repeats", type=click.IntRange(min=1), metavar="K",
+              help="Estimates per item (times and noise; for ode: probes, dequantization and momentum) "
+                   "[default: chosen for --stderr].")
+@click.option("--stderr", "stderr_target", type=click.FloatRange(min=0.0, min_open=True), default=0.005,
+              show_default=True, metavar="SE",
+              help="Without --repeats: double the repeats per item until the standard error of the result is "
+                   "at most SE (in its unit), or only the items' own spread is left, or --max-repeats.")
+@click.option("--max-repeats", type=click.IntRange(min=1), default=64, show_default=True, metavar="K",
+              help="Cap of the repeats per item chosen for --stderr.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="B",
               help="Network inputs per batch (items × repeats); does not change the result of vlb.")
 @click.option("--limit", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
@@ -31,7 +39,8 @@ METHODS = ("vlb", "ode")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @device_option
 @json_option
-def command(model_path, data_source, method, steps, repeats, batch_size, limit, seed, tol, no_ema, device, as_json):
+def command(model_path, data_source, method, steps, repeats, stderr_target, max_repeats, batch_size, limit, seed, tol,
+            no_ema, device, as_json):
     """Estimate the negative log-likelihood of the items of SOURCE under MODEL (EMA weights).
 
     8-bit images are reported in bits/dim as a bound on the probability of the discrete data: the vlb
@@ -75,7 +84,8 @@ def command(model_path, data_source, method, steps, repeats, batch_size, limit, 
         bar = tqdm(total=len(ds), unit="item", file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
     est = evaluate(model, ds.tensor, image8=ds.is_image8, method=method, steps=steps or 0, repeats=repeats,
-                   batch_size=batch_size, seed=seed, device=dev, rtol=tol, atol=tol,
+                   stderr=stderr_target, max_repeats=max_repeats, batch_size=batch_size, seed=seed, device=dev,
+                   rtol=tol, atol=tol,
                    progress=bar.update if bar else None)
     seconds = time.perf_counter() - t0
     if bar:
@@ -90,5 +100,5 @@ def command(model_path, data_source, method, steps, repeats, batch_size, limit, 
            else f"PF-ODE, {est.nfe:.0f} NFE")
     terms = ", ".join(f"{k} {v:.4f}" for k, v in est.terms.items())
     emit(as_json, record,
-         f"udiff eval-nll: {est.value:.4f}{err} {est.units} ({how}; {terms}) over {est.n} items of {data_source}, "
-         f"{rate:.1f} items/s on {dev}; {est.bounds}")
+         f"udiff eval-nll: {est.value:.4f}{err} {est.units} ({how}; {terms}) over {est.n} items of {data_source} "
+         f"× {est.repeats} repeats, {rate:.1f} items/s on {dev}; {est.bounds}")

@@ -52,6 +52,20 @@ def resolve_device(name: str):
     return dev
 
 
+def seed_list_of(num, seeds, first: int) -> list[int]:
+    """The seeds of -n N (first .. first + N - 1) or --seeds LIST; one of them, consistent."""
+    from ..rng import parse_seeds
+
+    seed_list = parse_seeds(seeds) if seeds else None
+    if seed_list is not None and num is not None and num != len(seed_list):
+        raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
+    if seed_list is None:
+        if num is None:
+            raise click.UsageError("give -n N or --seeds LIST")
+        seed_list = list(range(first, first + num))
+    return seed_list
+
+
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
-from .options import (device_option, emit, json_option, override, resolve_device, set_option,
-                      stderr_is_terminal)
+from .options import device_option, emit, json_option, seed_list_of, set_option
 
 
 @click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
@@ -16,7 +15,7 @@ from .options import (device_option, emit, json_option, override, resolve_device
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
               help="First seed when only -n is given.")
 @click.option("--sampler", type=click.Choice(SAMPLERS + TARGET_SAMPLERS),
-              help="Sampler; overrides [sample] sampler (a target recipe takes dilation, ula, mala, convolution-mc).")
+              help=f"Sampler; overrides [sample] sampler (a target recipe takes {', '.join(TARGET_SAMPLERS)}).")
 @click.option("--steps", type=click.IntRange(min=1), metavar="K",
               help="Steps; overrides [sample] steps (a target recipe: target-gradient evaluations per sample).")
 @click.option("--time-grid", type=click.Choice(GRIDS), help="Time grid; overrides [sample] grid.")
@@ -53,19 +52,11 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     udiff sample recipes/dilation-gmm.toml -n 10000 -o run/gmm.safetensors
     udiff sample recipes/dilation-grid.toml -n 10000 -o run/grid.safetensors --compare --json
     """
-    from ..rng import parse_seeds
-
     if not out and not grid_png:
         raise click.UsageError("nothing to write: give -o SAMPLES and/or --grid PNG")
     if out == "-" and as_json:
         raise click.UsageError("--json and -o - both write to stdout; choose one")
-    seed_list = parse_seeds(seeds) if seeds else None
-    if seed_list is not None and num is not None and num != len(seed_list):
-        raise click.UsageError(f"-n {num} disagrees with --seeds ({len(seed_list)} seeds); give one of them")
-    if seed_list is None:
-        if num is None:
-            raise click.UsageError("give -n N or --seeds LIST")
-        seed_list = list(range(seed, seed + num))
+    seed_list = seed_list_of(num, seeds, seed)
     from .sample_target import looks_like_recipe, sample_target
 
     if looks_like_recipe(model_path):
@@ -77,94 +68,28 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     if sampler in TARGET_SAMPLERS:
         raise click.UsageError(f"--sampler {sampler}: samples target recipes; a model takes {', '.join(SAMPLERS)}")
 
-    import sys
     import time
 
-    import torch
-
-    from .. import artifacts
-    from ..build import model_from_artifact, recipe_of
-    from ..data import to_uint8
     from ..samplers import generate
+    from .models import autocast, load_for_sampling, progress, sample_tensors, write_samples
 
-    restrict_to_sample(overrides)
-    extra = list(overrides)
-    for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
-        if val is not None:
-            extra.append(override("sample", key, val))
-    art = artifacts.load(model_path, ("model", "checkpoint"))  # a checkpoint samples mid-training
-    use_ema = recipe_of(art, extra).sample.ema and not no_ema
-    model, rec, info = model_from_artifact(art, extra, ema=use_ema)
-    if basis_path:
-        check_basis(model, basis_path, model_path)
-    image8 = info.get("kind") == "image8"
-    if grid_png and len(info["shape"]) != 3:
-        raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape {tuple(info['shape'])}")
-    dev = resolve_device(device)
-    model.prepare(dev)
-    s = rec.sample
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-    bar = None
-    if stderr_is_terminal():
-        from tqdm import tqdm
-        bar = tqdm(total=len(seed_list), unit="sample", file=sys.stderr, dynamic_ncols=True)
+    run = load_for_sampling(model_path, overrides, sampler=sampler, steps=steps, time_grid=time_grid,
+                            batch_size=batch_size, no_ema=no_ema, basis_path=basis_path, device=device)
+    if grid_png and len(run.info["shape"]) != 3:
+        raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape "
+                               f"{tuple(run.info['shape'])}")
     t0 = time.perf_counter()
-    x, used = generate(model, seed_list, sampler=s.sampler, steps=s.steps, grid=s.grid, rho=s.rho, eta=s.eta,
-                      t_end=s.t_end, denoise=s.denoise, batch_size=s.batch_size, device=dev,
-                      rtol=s.rtol, atol=s.atol, autocast=autocast, progress=bar.update if bar else None)
+    with progress(len(seed_list), "sample") as update:
+        x, used = generate(run.model, seed_list, run.plan, batch_size=run.recipe.sample.batch_size,
+                           device=run.device, autocast=autocast(run.device), progress=update)
     seconds = time.perf_counter() - t0
-    if bar:
-        bar.close()
-    tensors = {"seeds": torch.tensor(seed_list, dtype=torch.int64)}
-    if image8:
-        tensors["images"] = to_uint8(x)
-    else:
-        tensors["x"] = x.float()
-    meta = {"udiff.samples": {**used, "sampler": s.sampler, "ema": use_ema, "n": len(seed_list),
-                              "model": art.meta.get("udiff.sha256")},
-            "udiff.data": info}
-    with artifacts.Outputs() as outputs:
-        if grid_png:
-            from ..images import grid, save_png
-
-            pics = tensors["images"] if image8 else to_uint8(x.clamp(-1, 1))
-            save_png(outputs.stage(grid_png), grid(pics), scale=grid_scale)
-        if out and out != "-":
-            with open(outputs.stage(out), "wb") as fh:
-                fh.write(artifacts.to_bytes(tensors, "samples", rec.to_json(), meta))
-        outputs.commit()
-    if out == "-":
-        artifacts.save("-", tensors, "samples", rec.to_json(), meta)
+    tensors = sample_tensors(x, seed_list, run.image8)
+    meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list),
+                              "model": run.artifact.meta.get("udiff.sha256")}, "udiff.data": run.info}
+    write_samples(out, tensors, run.recipe.to_json(), meta, grid_png=grid_png, grid_scale=grid_scale,
+                  pictures=None if run.image8 else x)
     wrote = " and ".join(p for p in (out if out != "-" else None, grid_png) if p) or "stdout"
-    emit(as_json, {"out": out, "grid": grid_png, "n": len(seed_list), "sampler": s.sampler, **used,
-                   "seconds": round(seconds, 3), "device": str(dev)},
-         f"udiff sample: wrote {wrote}: {len(seed_list)} samples, {s.sampler} {used['steps']} steps "
-         f"({used['nfe']} NFE), {seconds:.1f} s on {dev}")
-
-
-def restrict_to_sample(overrides):
-    """A trained model's sections other than [sample] are fixed: changing them would change the model."""
-    from .. import recipe as R
-
-    for item in overrides:
-        section, _, _ = R.parse_override(item)
-        if section != "sample":
-            raise click.UsageError(f"--set {item}: only [sample] keys can be overridden; [{section}] is part of "
-                                   "the trained model (retrain to change it)")
-
-
-def check_basis(model, basis_path: str, model_path: str):
-    """--basis: refuse a model that was not trained in this basis artifact's basis."""
-    import torch
-
-    from .. import artifacts
-    from ..errors import ArtifactError
-
-    art = artifacts.load(basis_path, "basis")
-    (variances,) = art.require("variances")
-    kind = art.json("udiff.basis", {}).get("kind")
-    same = (kind == model.basis.kind and variances.shape == model.basis.variances.shape
-            and torch.allclose(variances.float(), model.basis.variances.float().cpu(), rtol=1e-4, atol=1e-8))
-    if not same:
-        raise ArtifactError(f"{model_path}: was not trained in the basis of {basis_path} ({kind} basis); "
-                            "leave --basis out (the model carries its basis) or give the matching one")
+    emit(as_json, {"out": out, "grid": grid_png, "n": len(seed_list), **used, "seconds": round(seconds, 3),
+                   "device": str(run.device)},
+         f"udiff sample: wrote {wrote}: {len(seed_list)} samples, {used['sampler']} {used['steps']} steps "
+         f"({used['nfe']} NFE), {seconds:.1f} s on {run.device}")

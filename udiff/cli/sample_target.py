@@ -92,7 +92,13 @@ def sample_target(recipe_path, seed_list, *, sampler, steps, time_grid, out, gri
     results = []
     for name, x, used, seconds in runs:
         results.append({"sampler": name, **used, "evals_total": used["evals"] * len(seed_list),
-                        "seconds": round(seconds, 3), **M.evaluate(target, x)})
+                        "seconds": round(seconds, 3), **M.evaluate(target, x), **M.log_z_error(target, used)})
+    bad = int((~torch.isfinite(runs[0][1])).any(1).sum())
+    if bad:
+        from ..errors import NonFiniteResult
+
+        raise NonFiniteResult(f"{recipe_path}: {bad} of {len(seed_list)} samples of {s.sampler} diverged (NaN or "
+                              "Inf); lower [sample] step_size, set mala = true or raise steps; nothing was written")
     tensors = {"x": runs[0][1], "seeds": torch.tensor(seed_list, dtype=torch.int64)}
     meta = {"udiff.samples": {**results[0], "n": len(seed_list), "device": str(dev), "compare": results[1:]},
             "udiff.target": target.info()}
@@ -108,6 +114,10 @@ def _human(r: dict, out) -> str:
     text = (f"{head} {r['n']} samples of {r['target']} (d={r['dim']}), {r['sampler']}, {r['evals']} target "
             f"evaluations per sample, {r['seconds']:.1f} s on {r['device']}")
     parts = []
+    if "log_z" in r:
+        exact = f" (exact {r['log_z_exact']:.4g})" if "log_z_exact" in r else ""
+        parts.append(f"log Z {r['log_z']:.4f} ± {r['log_z_stderr']:.4f}{exact} from {r['populations']} "
+                     f"populations, {r['levels']} levels, {r['resamples']} resamplings")
     if "mode_weight_error" in r:
         parts.append(f"mode-weight error {r['mode_weight_error']:.3f}")
     if "mmd" in r:
@@ -117,7 +127,7 @@ def _human(r: dict, out) -> str:
     if "acceptance" in r:
         parts.append(f"acceptance {r['acceptance']:.2f}")
     if r.get("contraction"):
-        parts.append(f"contraction {r['contraction']:.2g} at the start")
+        parts.append(f"contraction {r['contraction']:.3g} at the start")
     if r.get("nonfinite"):
         parts.append(f"{r['nonfinite']} diverged")
     return text + ("; " + ", ".join(parts) if parts else "")

@@ -59,7 +59,7 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
     import torch
 
     from .. import artifacts
-    from ..nets.gaussian import GaussianModel
+    from ..model import GaussianModel
     from ..train import export_state, fit_gaussian, train
 
     fitted = load_basis(basis_path, rec, ds.shape) if basis_path else fit_basis(rec, ds.unit())

@@ -1,0 +1,144 @@
+"""What the commands that run a trained model share: loading it with its sampling plan, the device's
+autocast, a progress bar on stderr, and the samples artifact."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+
+import click
+
+from .options import override, resolve_device
+
+
+def restrict_to_sample(overrides):
+    """A trained model's sections other than [sample] are fixed: changing them would change the model."""
+    from .. import recipe as R
+
+    for item in overrides:
+        section, _, _ = R.parse_override(item)
+        if section != "sample":
+            raise click.UsageError(f"--set {item}: only [sample] keys can be overridden; [{section}] is part of "
+                                   "the trained model (retrain to change it)")
+
+
+@dataclasses.dataclass
+class Loaded:
+    model: object
+    recipe: object
+    info: dict
+    artifact: object
+    plan: object
+    device: object
+    ema: bool
+
+    @property
+    def image8(self) -> bool:
+        return self.info.get("kind") == "image8"
+
+
+def load_for_sampling(model_path, overrides, *, sampler=None, steps=None, time_grid=None, batch_size=None,
+                      no_ema=False, basis_path=None, device="auto") -> Loaded:
+    """The model of a model artifact (or checkpoint) on its device, with the sampling plan of its recipe's
+    [sample] and the flags. A sampler given on the command line takes its own default steps and grid
+    unless they are given too (a recipe's step count belongs to the recipe's sampler)."""
+    from .. import artifacts
+    from ..build import model_from_artifact, recipe_of
+    from ..samplers import Plan
+
+    restrict_to_sample(overrides)
+    extra = list(overrides)
+    for key, val in (("sampler", sampler), ("steps", steps), ("grid", time_grid), ("batch_size", batch_size)):
+        if val is not None:
+            extra.append(override("sample", key, val))
+    from .. import recipe as R
+
+    art = artifacts.load(model_path, ("model", "checkpoint"))  # a checkpoint samples mid-training
+    stored = recipe_of(art)
+    use_ema = recipe_of(art, extra).sample.ema and not no_ema
+    model, rec, info = model_from_artifact(art, extra, ema=use_ema)
+    if basis_path:
+        check_basis(model, basis_path, model_path)
+    plan = Plan.from_spec(rec.sample)
+    if rec.sample.sampler != stored.sample.sampler:  # the stored steps and grid were the stored sampler's
+        given = {R.parse_override(item)[1] for item in extra}
+        plan = dataclasses.replace(plan, steps=plan.steps if "steps" in given else None,
+                                   grid=plan.grid if "grid" in given else None)
+    dev = resolve_device(device)
+    model.prepare(dev)
+    return Loaded(model, rec, info, art, plan.resolve(model), dev, use_ema)
+
+
+def autocast(dev):
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def progress(total: int, unit: str):
+    """A tqdm bar on stderr when it is a terminal: yields its update function, or None."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def check_basis(model, basis_path: str, model_path: str):
+    """--basis: refuse a model that was not trained in this basis artifact's basis."""
+    import torch
+
+    from .. import artifacts
+    from ..errors import ArtifactError
+
+    art = artifacts.load(basis_path, "basis")
+    (variances,) = art.require("variances")
+    kind = art.json("udiff.basis", {}).get("kind")
+    same = (kind == model.basis.kind and variances.shape == model.basis.variances.shape
+            and torch.allclose(variances.float(), model.basis.variances.float().cpu(), rtol=1e-4, atol=1e-8))
+    if not same:
+        raise ArtifactError(f"{model_path}: was not trained in the basis of {basis_path} ({kind} basis); "
+                            "leave --basis out (the model carries its basis) or give the matching one")
+
+
+def sample_tensors(x, seeds, image8: bool) -> dict:
+    """The tensors of a samples artifact: uint8 `images` for 8-bit image models, else float32 `x`; `seeds`."""
+    import torch
+
+    from ..data import to_uint8
+
+    out = {"seeds": torch.tensor(list(seeds), dtype=torch.int64)}
+    if image8:
+        out["images"] = to_uint8(x)
+    else:
+        out["x"] = x.float()
+    return out
+
+
+def write_samples(out, tensors: dict, recipe_json: str, meta: dict, *, grid_png=None, grid_scale: int = 1,
+                  pictures=None):
+    """The samples artifact at `out` ("-": stdout) and the picture at `grid_png`, both or neither: written under
+    temporary names and renamed together. `pictures`: float images in [-1, 1] when the tensors hold no
+    uint8 `images`."""
+    from .. import artifacts
+
+    with artifacts.Outputs() as outputs:
+        if grid_png:
+            from ..data import to_uint8
+            from ..images import grid, save_png
+
+            pics = tensors["images"] if pictures is None else to_uint8(pictures.clamp(-1, 1))
+            save_png(outputs.stage(grid_png), grid(pics), scale=grid_scale)
+        if out and out != "-":
+            with open(outputs.stage(out), "wb") as fh:
+                fh.write(artifacts.to_bytes(tensors, "samples", recipe_json, meta))
+        outputs.commit()
+    if out == "-":
+        artifacts.save("-", tensors, "samples", recipe_json, meta)
