@@ -167,21 +167,24 @@ def from_bytes(data: bytes, path: str = "-", kind: str | Iterable[str] | None = 
     return art
 
 
+def read_bytes(path: str, what: str = "an artifact file") -> bytes:
+    """The bytes of a file ("-" = stdin), with one-line errors for a missing or unreadable path."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a directory, expected {what}") from None
+    except PermissionError:
+        raise ArtifactError(f"{path}: permission denied") from None
+
+
 def load(path: str, kind: str | Iterable[str] | None = None) -> Artifact:
     """Read and verify an artifact from a path ("-" = stdin); tensors stay on the CPU."""
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ArtifactError(f"{path}: is a directory, expected an artifact file") from None
-        except PermissionError:
-            raise ArtifactError(f"{path}: permission denied") from None
-    return from_bytes(data, path, kind)
+    return from_bytes(read_bytes(path), path, kind)
 
 
 @contextlib.contextmanager
