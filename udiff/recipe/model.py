@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from .. import registry as REG
 from ..errors import RecipeError
-from .schema import (DEFAULT_KINDS, _build_section, _require, _suggest, _toml_value, opt, parse_override,
-                     spec)
+from .schema import (DEFAULT_KINDS, _build_section, _require, _suggest, _toml_value, opt, spec,
+                     with_overrides)
 
 KIND_SECTIONS = ("basis", "prior", "process", "schedule", "net")
 PLAIN_SECTIONS = ("data", "train", "sample")
@@ -414,15 +414,7 @@ class Recipe:
 
 def model_from_dict(raw: dict, origin: str = "<recipe>", overrides=()) -> Recipe:
     """Validate a nested dict (parsed TOML or stored JSON) into a Recipe; errors name origin and key."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for item in overrides:
-        section, key, value = parse_override(item)
-        _check_section_name(section, f"--set {item}")
-        raw.setdefault(section, {})[key] = value
-    for name, sec in raw.items():
-        _check_section_name(name, origin)
-        if not isinstance(sec, dict):
-            raise RecipeError(f"{origin}: [{name}] must be a table, got {sec!r}")
+    raw = with_overrides(raw, overrides, origin, _check_section_name)
     try:
         _prior_follows_whitening(raw)
         built = {name: _build_section(name, raw.get(name, {}), origin) for name in SECTIONS}
