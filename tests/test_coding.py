@@ -51,6 +51,11 @@ checkpoint_every = 0
 """
 
 
+# sub-VP's own -log SNR is about 2 gamma at the data end: gamma_min = -6.65 gives VDM's range, -13.3 of it. On the
+# VP-SDE schedule its SNR at t_min is 1e12, and the discrete bound's first step at T = 32 costs 1e8 bits/dim.
+SUB_VP_RANGE = ["--set", "schedule.gamma_min=-6.65"]
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     from click.testing import CliRunner
@@ -62,7 +67,8 @@ def models(tmp_path_factory):
     tiny = ["--set", "train.steps=20", "--set", "train.batch_size=32", "--set", "train.lr=2e-3", "--set",
             "train.warmup=0"]
     for name, text, extra in (("tiny", DIGITS, tiny), ("other", DIGITS, tiny + ["--seed", "1"]), ("psld", PSLD, []),
-                              ("gauss", GAUSS, [])):
+                              ("gauss", GAUSS, []), ("gauss-ve", GAUSS, ["--set", "process.kind=ve"]),
+                              ("gauss-sub-vp", GAUSS, ["--set", "process.kind=sub-vp", *SUB_VP_RANGE])):
         out[name] = str(d / f"{name}.safetensors")
         invoke(CliRunner(), ["train", write(d / f"{name}.toml", text), "-o", out[name], *extra])
     yield out
@@ -107,6 +113,21 @@ def test_net_rate_is_the_discrete_bound(models, one_thread):
     assert abs(net - est.value) < 0.3, (net, est.value, est.terms)
     out, header, _ = coding.decompress(model, coded.blob, sha)
     assert torch.equal(out, images) and header.n == 150 and header.settings.steps == T
+
+
+@pytest.mark.parametrize("name", ["gauss-ve", "gauss-sub-vp"])
+def test_every_scalar_process_codes_at_its_bound(models, name, one_thread):
+    """VE (prior N(0, sigma_max^2), no shrinking mean) and sub-VP code through the same chain as VP."""
+    from udiff.likelihood import evaluate
+
+    model, sha = _model(models[name])
+    images = D.load("digits", 60).images
+    T = 32
+    coded = coding.compress(model, images, sha, coding.Settings(steps=T))
+    est = evaluate(model, images, image8=True, steps=T, repeats=T)
+    assert abs(coded.net_bits / (60 * 64) - est.value) < 0.3, (coded.net_bits / (60 * 64), est.value)
+    out, _, _ = coding.decompress(model, coded.blob, sha)
+    assert torch.equal(out, images)
 
 
 def test_decoding_uses_the_encoders_threads(models, one_thread):
