@@ -145,7 +145,6 @@ class VP(ScalarProcess):
         return torch.ones(1, 1, dtype=torch.float64)
 
 
-
 class VE(ScalarProcess):
     """Variance exploding (SMLD, Song et al. 2021): a = 1, s² = e^γ = σ², dz = √(dσ²/dt) dw. Prior N(0, σ(1)²):
     the schedule sets σ_min and σ_max (vdm-linear with gamma_min = 2 ln σ_min, gamma_max = 2 ln σ_max is SMLD's

@@ -24,6 +24,7 @@ import torch
 from . import conversions as C
 from .errors import NonFiniteResult, UdiffError
 from .ode import dopri5
+from .process import Process
 from .registry import GRIDS, SAMPLERS, SSCS_SCORE_TIMES
 from .rng import NoiseSource
 
@@ -75,9 +76,12 @@ def grid_edm(steps: int, t_end: float, schedule=None, rho: float = 7.0, process=
     own such grid over its own range; the grid taken is the one whose fraction of steps passed is, at every
     t, the mean of the groups' fractions, so each group gets its share of steps, spaced as EDM would space
     them for it alone. For one group this is EDM's grid exactly."""
-    own = process.own_gamma if process is not None else (lambda g: g)
-    t_of_own = (lambda g: schedule.t_of_gamma(process.schedule_gamma(g))) if process is not None \
-        else schedule.t_of_gamma
+    proc = process if process is not None else Process()  # the base class: own γ = the schedule's
+    own = proc.own_gamma
+
+    def t_of_own(g):
+        return schedule.t_of_gamma(proc.schedule_gamma(g))
+
     reps = component_groups(schedule, t_end)
     ends = own(schedule.gamma(torch.tensor([1.0, t_end], dtype=torch.float64)).reshape(2, -1)[:, reps])
     cap = 2.0 * math.log(EDM_SIGMA_MAX)
@@ -92,7 +96,7 @@ def grid_edm(steps: int, t_end: float, schedule=None, rho: float = 7.0, process=
         steps, ends = steps - 1, torch.stack([ends[0], torch.full_like(ends[1], floor)])
     i = torch.arange(steps + 1, dtype=torch.float64) / steps
     r_hi, r_lo = torch.exp(ends[0] / (2 * rho)), torch.exp(ends[1] / (2 * rho))  # s^{1/ρ} at the two ends
-    if reps.numel() == 1 and not getattr(schedule, "componentwise", False):
+    if reps.numel() == 1 and scalar:
         s = (r_hi + i * (r_lo - r_hi)) ** rho
         t = t_of_own(2.0 * torch.log(s)).clamp(t_end, 1.0)
     else:
