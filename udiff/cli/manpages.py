@@ -19,6 +19,11 @@ from .. import recipe as R
 from . import COMMANDS, cli
 
 
+EXIT_STATUS = ("0 success; 1 a failure of the work (training diverged, a NaN or Inf result, a solver that gave up; "
+               "nothing is written); 2 a usage or input error (one line on stderr naming the problem and the fix; "
+               "nothing is written); 130 interrupted. Standard output holds only results; logs go to stderr.")
+
+
 def _esc(text: str) -> str:
     text = text.replace("\\", "\\\\").replace("-", "\\-")
     return "\n".join(("\\&" + line) if line.startswith((".", "'")) else line for line in text.splitlines())
@@ -51,6 +56,7 @@ def page(name: str, command: click.Command, parent: click.Context | None) -> str
         lines.append(".SH OPTIONS")
         for opt, text in records:
             lines += [".TP", f"\\fB{_esc(opt)}\\fR", _esc(text)]
+    lines += [".SH EXIT STATUS", _esc(EXIT_STATUS)]
     if isinstance(command, click.Group):
         lines.append(".SH COMMANDS")
         for sub in COMMANDS:
