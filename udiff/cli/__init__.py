@@ -26,6 +26,7 @@ COMMANDS = {
     "inpaint": "udiff.cli.inpaint",
     "show": "udiff.cli.show",
     "recipes": "udiff.cli.recipes",
+    "check": "udiff.cli.check",
 }
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
