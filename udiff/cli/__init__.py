@@ -27,6 +27,7 @@ COMMANDS = {
     "show": "udiff.cli.show",
     "recipes": "udiff.cli.recipes",
     "check": "udiff.cli.check",
+    "plot": "udiff.cli.plot",
 }
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
