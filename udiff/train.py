@@ -78,12 +78,13 @@ class LossLog:
     clipping, img/s and seconds over the window), continued from `history` (a resumed run's rows up to its step)."""
 
     def __init__(self, steps: int, start: int = 0, *, device="cpu", progress: bool = False, what: str = "training",
-                 every: int = 50, history=None, batch_size: int = 0):
+                 every: int = 50, history=None, batch_size: int = 0, report=None, report_every: float = 30.0):
         self.steps, self.every, self.what = steps, every, what
         self.acc, self.n, self.last = torch.zeros((), device=device), 0, float("nan")
         self.grad = torch.zeros((), device=device)
         self.history = [r for r in (history or []) if r["step"] <= start]
         self.batch_size, self.t_window = batch_size, time.perf_counter()
+        self.report, self.report_every, self.t_report = report, report_every, time.perf_counter()  # a line to a log
         self.bar = None
         if progress:
             from tqdm import tqdm
@@ -103,6 +104,10 @@ class LossLog:
             if grad_norm is not None:
                 row["grad_norm"] = float(self.grad) / self.n
             self.history.append(row)
+            if self.report and (now - self.t_report >= self.report_every or done == self.steps):
+                self.t_report = now
+                self.report(f"{self.what}: step {done}/{self.steps}, loss {self.last:.4g}, "
+                            f"{row['images_per_second']:.0f} img/s")
             self.acc.zero_()
             self.grad.zero_()
             self.n, self.t_window = 0, now
@@ -166,8 +171,9 @@ def fit_gaussian(model, data: Dataset, device) -> TrainResult:
 
 
 def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, fresh: bool = False,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, report=None) -> TrainResult:
     """Optimise `model` on `data` per rec.train; writes checkpoints beside out_path and returns a summary.
+    `progress`: a tqdm bar on stderr; `report`: else a function given a progress line at most every 30 s.
 
     The caller writes the final model artifact (see `export_state`).
     """
@@ -202,7 +208,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     shape = (model.process.k,) + model.event_shape
     model.train()
     log = LossLog(spec.steps, start, device=dev, progress=progress, every=spec.log_every, history=history,
-                  batch_size=spec.batch_size)
+                  batch_size=spec.batch_size, report=report)
 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

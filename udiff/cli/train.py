@@ -88,8 +88,12 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
         result = fit_gaussian(model, ds, dev)
         how = "fitted mean and covariance (no gradient steps)"
     else:
-        result = train(model, ds, rec, device=dev, out_path=out, data_info=info, fresh=fresh,
-                       progress=stderr_is_terminal())
+        from . import options
+
+        bar = stderr_is_terminal()
+        lines = None if bar or options.QUIET else (lambda line: click.echo(f"udiff train: {line}", err=True))
+        result = train(model, ds, rec, device=dev, out_path=out, data_info=info, fresh=fresh, progress=bar,
+                       report=lines)
         if result.start_step == result.steps:  # a finished run rerun: nothing trained, the checkpoint's model written
             how = f"already trained to step {result.steps} (raise [train] steps to continue), loss {result.loss:.4g}"
             result.images_per_second = None

@@ -18,8 +18,10 @@ PREFIX = "@"
 def folders() -> list[str]:
     """Where shipped recipes can be: the installed package's data, then the source checkout's recipes/."""
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../udiff
-    return [d for d in (os.path.join(pkg, "recipes"), os.path.join(os.path.dirname(pkg), "recipes"))
-            if os.path.isdir(d)]
+    root = os.path.dirname(pkg)
+    checkout = os.path.isfile(os.path.join(root, "pyproject.toml"))  # not site-packages' neighbours
+    return [d for d in (os.path.join(pkg, "recipes"), os.path.join(root, "recipes") if checkout else "")
+            if d and os.path.isdir(d)]
 
 
 def is_shipped_name(path: str) -> bool:
