@@ -71,6 +71,9 @@ def test_check_on_8bit_images_reports_the_ends(runner, one_thread):
                                    "--json"]).stdout)
     b = r["bound"]
     assert r["units"] == "bits/dim" and r["dims"] == 64 and r["sampler"]["steps"] == 32
+    own = json.loads(invoke(runner, ["check", "@digits", "-n", "20", "--nll-items", "4", "--sampler", "heun",
+                                     "--json"]).stdout)
+    assert own["sampler"]["steps"] == 32 and own["sampler"]["grid"] == "edm"  # heun's defaults, not the recipe's 256
     assert r["endpoint_cost"] == pytest.approx(b["prior"] + b["recon"])
     assert b["value"] == pytest.approx(b["prior"] + b["recon"] + b["diffusion"], rel=1e-6)
     low = json.loads(invoke(runner, ["check", "@digits", "-n", "500", "--nll-items", "64", "--steps", "32",

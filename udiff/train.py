@@ -104,7 +104,7 @@ class LossLog:
             if grad_norm is not None:
                 row["grad_norm"] = float(self.grad) / self.n
             self.history.append(row)
-            if self.report and (now - self.t_report >= self.report_every or done == self.steps):
+            if self.report and now - self.t_report >= self.report_every and done < self.steps:
                 self.t_report = now
                 self.report(f"{self.what}: step {done}/{self.steps}, loss {self.last:.4g}, "
                             f"{row['images_per_second']:.0f} img/s")

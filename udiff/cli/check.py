@@ -45,6 +45,8 @@ def command(recipe_path, sampler, steps, time_grid, num, seed, nll_items, max_di
     udiff check @digits --sampler ddim --steps 20 --json
     udiff check recipes/gud-haar-fashion.toml --sampler heun --steps 35
     """
+    import dataclasses
+
     from .. import data as D
     from .. import recipe as R
     from ..check import check
@@ -61,8 +63,9 @@ def command(recipe_path, sampler, steps, time_grid, num, seed, nll_items, max_di
         raise click.UsageError(f"{recipe_path}: a classifier recipe has no sampler to check")
     ds = D.load(rec.data.source, rec.data.limit)
     plan = Plan.from_spec(rec.sample)
-    if sampler is not None and sampler != rec.sample.sampler and steps is None:
-        plan = Plan(**{**plan.__dict__, "steps": None, "grid": time_grid})  # the given sampler's own defaults
+    if sampler is not None and steps is None and sampler != R.load(recipe_path, overrides).sample.sampler:
+        # a sampler given here takes its own default steps and grid (the recipe's belong to the recipe's sampler)
+        plan = dataclasses.replace(plan, steps=None, grid=time_grid)
     dev = resolve_device(device)
     with progress(num, "sample", "udiff check") as update:
         result = check(rec, ds, plan, n=num, seed=seed, nll_items=nll_items, max_dims=max_dims, device=dev,
