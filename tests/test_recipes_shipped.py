@@ -64,3 +64,20 @@ def test_streams_quiet_and_exit_statuses(runner, tmp_path, one_thread):
     assert not os.path.exists(tmp_path / "d.safetensors")
     r = invoke(runner, ["train", rec, "-o", m, "--set", "train.lrr=1"], ok=False)
     assert r.exit_code == 2  # the user's input
+
+
+def test_every_recipe_file_the_docs_and_help_name_exists():
+    import re
+
+    from udiff.cli.manpages import pages
+
+    text = "".join(pages().values()) + open(os.path.join(ROOT, "README.md")).read()
+    for folder in ("docs",):
+        for name in os.listdir(os.path.join(ROOT, folder)):
+            if name.endswith(".md"):
+                text += open(os.path.join(ROOT, folder, name)).read()
+    named = set(re.findall(r"recipes/([a-z0-9-]+)\.toml", text.replace("\\-", "-")))
+    named |= set(re.findall(r"@([a-z0-9][a-z0-9-]+)\b", text.replace("\\-", "-"))) & set(shipped.catalogue()) | {
+        n for n in re.findall(r"udiff \w+(?:-\w+)? @([a-z0-9-]+)", text.replace("\\-", "-"))}
+    missing = sorted(n for n in named if not os.path.isfile(os.path.join(RECIPES, n + ".toml")))
+    assert named and not missing, missing

@@ -21,7 +21,7 @@ def command(recipe_path, out, data_source, overrides, as_json):
 
     \b
     udiff fit-basis recipes/gud-haar-fashion.toml -o run/basis.safetensors
-    udiff fit-basis recipes/gud-pca-fashion.toml --data fashion-mnist:train -o run/pca.safetensors --json
+    udiff fit-basis @gud-pca-cifar10 --data cifar10:PATH/cifar-10-python.tar.gz:train -o run/pca.safetensors --json
     """
     from .. import artifacts
     from .. import data as D
