@@ -133,7 +133,15 @@ def nll_figure(record: dict, title: str = ""):
            yerr=[0] * len(names) + [record.get("stderr") or 0], capsize=4)
     for i, v in enumerate(values + [record["value"]]):
         ax.annotate(f"{v:.4f}", (i, v), ha="center", va="bottom", fontsize=8)
-    ax.set(ylabel=record.get("units", ""), title=title or f"{record.get('method', '')}: {record.get('bounds', '')}"[:80])
+    se = f" ± {record['stderr']:.4f}" if record.get("stderr") else ""
+    ax.set(ylabel=record.get("units", ""),
+           title=title or f"{record.get('method', '')}: {record['value']:.4f}{se} {record.get('units', '')}"
+                          f" over {record.get('n', '?')} items of {record.get('data', '?')}")
+    import textwrap
+
+    fig.text(0.5, 0.005, "\n".join(textwrap.wrap(record.get("bounds", ""), 90)), ha="center", va="bottom",
+             fontsize=7, color="0.35")
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     return fig
 
 
