@@ -81,3 +81,16 @@ def test_every_recipe_file_the_docs_and_help_name_exists():
         n for n in re.findall(r"udiff \w+(?:-\w+)? @([a-z0-9-]+)", text.replace("\\-", "-"))}
     missing = sorted(n for n in named if not os.path.isfile(os.path.join(RECIPES, n + ".toml")))
     assert named and not missing, missing
+
+
+def test_a_solver_that_gives_up_is_a_failure_of_the_work():
+    import pytest
+    import torch
+
+    from udiff.errors import SolverFailed
+    from udiff.ode import dopri5
+
+    with pytest.raises(SolverFailed, match="no solution after") as e:
+        dopri5(lambda t, y: -50.0 * y, torch.ones(3, dtype=torch.float64), 0.0, 1.0, rtol=1e-12, atol=1e-12,
+               max_steps=5)
+    assert e.value.exit_code == 1
