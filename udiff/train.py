@@ -42,9 +42,10 @@ class TrainResult:
     device: str
     checkpoint: str | None
     ema_state: dict | None = None  # parameter name → EMA tensor (not part of the printed summary)
+    history: list | None = None  # the rows of LossLog, from step 0 across resumes (not printed either)
 
     def as_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "ema_state"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("ema_state", "history")}
 
 
 class BatchOrder:
@@ -72,25 +73,44 @@ class BatchOrder:
 
 
 class LossLog:
-    """The mean loss over every `every` steps (`last`), a stop when it is not finite, and a progress bar."""
+    """The mean loss over every `every` steps (`last`), a stop when it is not finite, a progress bar, and the
+    training history: one row per `every` steps (step, mean loss, learning rate, mean gradient norm before
+    clipping, img/s and seconds over the window), continued from `history` (a resumed run's rows up to its step)."""
 
     def __init__(self, steps: int, start: int = 0, *, device="cpu", progress: bool = False, what: str = "training",
-                 every: int = 50):
+                 every: int = 50, history=None, batch_size: int = 0, report=None, report_every: float = 30.0):
         self.steps, self.every, self.what = steps, every, what
         self.acc, self.n, self.last = torch.zeros((), device=device), 0, float("nan")
+        self.grad = torch.zeros((), device=device)
+        self.history = [r for r in (history or []) if r["step"] <= start]
+        self.batch_size, self.t_window = batch_size, time.perf_counter()
+        self.report, self.report_every, self.t_report = report, report_every, time.perf_counter()  # a line to a log
         self.bar = None
         if progress:
             from tqdm import tqdm
             self.bar = tqdm(total=steps, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True)
 
-    def add(self, loss: torch.Tensor, done: int):
-        """The loss of step `done` (1-based)."""
+    def add(self, loss: torch.Tensor, done: int, grad_norm=None, lr: float | None = None):
+        """The loss of step `done` (1-based), and its gradient norm and learning rate for the history."""
         self.acc += loss.detach()
+        if grad_norm is not None:
+            self.grad += grad_norm.detach()
         self.n += 1
         if self.n == self.every or done == self.steps:
             self.last = float(self.acc) / self.n
+            now = time.perf_counter()
+            row = {"step": done, "loss": self.last, "lr": lr, "seconds": round(now - self.t_window, 4),
+                   "images_per_second": round(self.n * self.batch_size / max(now - self.t_window, 1e-9), 2)}
+            if grad_norm is not None:
+                row["grad_norm"] = float(self.grad) / self.n
+            self.history.append(row)
+            if self.report and now - self.t_report >= self.report_every and done < self.steps:
+                self.t_report = now
+                self.report(f"{self.what}: step {done}/{self.steps}, loss {self.last:.4g}, "
+                            f"{row['images_per_second']:.0f} img/s")
             self.acc.zero_()
-            self.n = 0
+            self.grad.zero_()
+            self.n, self.t_window = 0, now
             if not math.isfinite(self.last):
                 raise TrainingDiverged(f"{self.what} diverged at step {done} (loss {self.last}); lower [train] lr "
                                        "or raise [train] warmup")
@@ -151,8 +171,9 @@ def fit_gaussian(model, data: Dataset, device) -> TrainResult:
 
 
 def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, fresh: bool = False,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, report=None) -> TrainResult:
     """Optimise `model` on `data` per rec.train; writes checkpoints beside out_path and returns a summary.
+    `progress`: a tqdm bar on stderr; `report`: else a function given a progress line at most every 30 s.
 
     The caller writes the final model artifact (see `export_state`).
     """
@@ -169,10 +190,15 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
                             weight_decay=spec.weight_decay, **({"fused": True} if fused else {"foreach": True}))
     ema = [p.detach().clone() for p in params]
     ckpt = checkpoint_path(out_path) if out_path != "-" else None
-    start, elapsed = 0, 0.0
+    start, elapsed, history = 0, 0.0, []
+    if spec.steps == 0:
+        from .errors import RecipeError
+
+        raise RecipeError("[train] steps: 0 trains nothing (only [net] kind = \"gaussian\" needs no steps); give "
+                          "steps >= 1")
 
     if ckpt and os.path.exists(ckpt) and not fresh:
-        start, elapsed = _resume(ckpt, model, opt, ema, params, rec, data_info, spec.steps)
+        start, elapsed, history = _resume(ckpt, model, opt, ema, params, rec, data_info, spec.steps)
 
     use_bf16 = spec.precision == "bf16" or (spec.precision == "auto" and dev.type == "cuda")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -181,7 +207,8 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     order = BatchOrder(len(data), spec.batch_size, spec.seed)
     shape = (model.process.k,) + model.event_shape
     model.train()
-    log = LossLog(spec.steps, start, device=dev, progress=progress)
+    log = LossLog(spec.steps, start, device=dev, progress=progress, every=spec.log_every, history=history,
+                  batch_size=spec.batch_size, report=report)
 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -214,21 +241,22 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
             else:
                 loss = diffusion_loss(model, x0, t, eps, spec.weighting, sched).mean()
         loss.backward()
-        if spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
+        # the norm before clipping, for the history (an infinite bound only measures it)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip if spec.grad_clip > 0 else math.inf,
+                                                   foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
         decay = min(spec.ema, (1 + step) / (10 + step)) if spec.ema_warmup else spec.ema
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
         done = step + 1
-        log.add(loss, done)
+        log.add(loss, done, grad_norm, opt.param_groups[0]["lr"])
         if ckpt and (done == spec.steps or (spec.checkpoint_every and done % spec.checkpoint_every == 0)):
             t0 = time.perf_counter()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             run_seconds = time.perf_counter() - t_run - t_ckpt
-            _save_checkpoint(ckpt, model, opt, ema, params, rec, data_info, done, elapsed + run_seconds)
+            _save_checkpoint(ckpt, model, opt, ema, params, rec, data_info, done, elapsed + run_seconds, log.history)
             t_ckpt += time.perf_counter() - t0
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -244,7 +272,8 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     model.eval()
     names = {id(p): n for n, p in model.named_parameters()}
     ema_state = {names[id(p)]: e for p, e in zip(params, ema)}
-    return TrainResult(spec.steps, start, seconds, rate, log.last, str(dev), ckpt, ema_state)
+    loss = log.last if steps_run else (log.history[-1]["loss"] if log.history else float("nan"))
+    return TrainResult(spec.steps, start, seconds, rate, loss, str(dev), ckpt, ema_state, log.history)
 
 
 def export_state(model, ema_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -256,7 +285,20 @@ def export_state(model, ema_state: dict[str, torch.Tensor] | None = None) -> dic
     return out
 
 
-def _save_checkpoint(path, model, opt, ema, params, rec, data_info, step, seconds):
+def history_lines(rows) -> str:
+    """The training history as JSON lines (one row per line), as stored in `udiff.history`."""
+    import json
+
+    return "\n".join(json.dumps(r, sort_keys=True) for r in rows)
+
+
+def read_history(text: str | None) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (text or "").splitlines() if line.strip()]
+
+
+def _save_checkpoint(path, model, opt, ema, params, rec, data_info, step, seconds, history=()):
     tensors = {f"weights.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     tensors.update({f"ema.{names[id(p)]}": e for p, e in zip(params, ema)})
@@ -264,7 +306,7 @@ def _save_checkpoint(path, model, opt, ema, params, rec, data_info, step, second
     tensors.update(opt_t)
     artifacts.save(path, tensors, "checkpoint", rec.to_json(), meta={
         "udiff.step": str(step), "udiff.data": data_info, "udiff.optimizer": opt_meta,
-        "udiff.seconds": f"{seconds:.3f}"})
+        "udiff.seconds": f"{seconds:.3f}", "udiff.history": history_lines(history)})
 
 
 def _resume(path, model, opt, ema, params, rec, data_info, steps):
@@ -272,7 +314,8 @@ def _resume(path, model, opt, ema, params, rec, data_info, steps):
 
     art = artifacts.load(path, "checkpoint")
     stored = recipe_of(art)
-    diffs = section_changes(stored, rec, {"train": ("steps", "checkpoint_every", "compile"), "sample": ("*",)})
+    diffs = section_changes(stored, rec, {"train": ("steps", "checkpoint_every", "compile", "log_every"),
+                                          "sample": ("*",)})
     if diffs:
         raise ArtifactError(f"{path}: checkpoint of a different recipe ({diffs[0]}); pass --fresh to start "
                             "over, or write to another -o")
@@ -291,5 +334,5 @@ def _resume(path, model, opt, ema, params, rec, data_info, steps):
         for p, e in zip(params, ema):
             e.copy_(art.tensors[f"ema.{names[id(p)]}"])
     _load_optimizer(opt, art.tensors, art.json("udiff.optimizer"))
-    return step, float(art.meta.get("udiff.seconds", "0"))
+    return step, float(art.meta.get("udiff.seconds", "0")), read_history(art.meta.get("udiff.history"))
 

@@ -10,10 +10,30 @@ import click
 from ..errors import UdiffError
 
 
+# Path arguments and options: shells complete file names for them (click's completion says "file"); nothing is
+# checked here, the commands give their own one-line errors ("-" is stdin or stdout where a command allows it).
+PATH = click.Path(allow_dash=True)
+
+
 def set_option(f):
     return click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                         help="Override a recipe key (repeatable), e.g. --set train.steps=2000. Values are "
                              "read as TOML; bare words are strings.")(f)
+
+
+def grid_scale_option(f):
+    return click.option("--grid-scale", type=click.IntRange(1, 16), metavar="S",
+                        help="Enlarge each pixel of the picture S times [default: the least S that makes the picture "
+                             "at least 256 pixels on its longer side].")(f)
+
+
+def check_outputs(*paths):
+    """Refuse unwritable outputs (a directory, a path under a file, -o - on a terminal) before any work is done."""
+    from ..artifacts import check_output
+
+    for p in paths:
+        if p:
+            check_output(p)
 
 
 def device_option(f):
@@ -66,13 +86,40 @@ def seed_list_of(num, seeds, first: int) -> list[int]:
     return seed_list
 
 
+QUIET = False  # --quiet: no progress, no log lines; results (stdout) and errors still appear
+
+
 def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    """Whether to draw progress bars: stderr is a terminal and --quiet was not given."""
+    return sys.stderr.isatty() and not QUIET
 
 
-def emit(as_json: bool, record: dict, human: str):
-    """The result of a command: a JSON object on stdout with --json, else one human line on stderr."""
+def log(text: str):
+    """A line for the user on stderr (not a result), unless --quiet."""
+    if not QUIET:
+        click.echo(text, err=True)
+
+
+def finite_json(value):
+    """NaN and Inf → None (JSON has no NaN), in nested dicts and lists."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def emit(as_json: bool, record: dict, human: str, *, result: bool = False):
+    """The outcome of a command: a JSON object on stdout with --json; else one human line, on stdout when it is the
+    result itself (`result`: a number the command computes and writes nowhere else), on stderr when it reports
+    the files written (a log, silenced by --quiet)."""
     if as_json:
-        click.echo(json.dumps(record, sort_keys=True))
+        click.echo(json.dumps(finite_json(record), sort_keys=True, allow_nan=False))
+    elif result:
+        click.echo(human)
     else:
-        click.echo(human, err=True)
+        log(human)
