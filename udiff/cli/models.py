@@ -78,8 +78,10 @@ def autocast(dev):
 
 @contextlib.contextmanager
 def progress(total: int, unit: str):
-    """A tqdm bar on stderr when it is a terminal: yields its update function, or None."""
-    if not sys.stderr.isatty():
+    """A tqdm bar on stderr when it is a terminal (rank 0 alone under torchrun): yields its update function, or None."""
+    from .options import stderr_is_terminal
+
+    if not stderr_is_terminal():
         yield None
         return
     from tqdm import tqdm

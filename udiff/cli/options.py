@@ -32,24 +32,43 @@ def override(section: str, key: str, value) -> str:
 
 
 def resolve_device(name: str):
-    """'auto' → cuda if available else cpu; a named CUDA device must exist."""
+    """'auto' → cuda if available else cpu; a named CUDA device must exist. Under torchrun each process takes
+    the CUDA device of its LOCAL_RANK, and joins the run's process group (udiff/distributed.py)."""
     import torch
 
+    from .. import distributed
+
+    world = distributed.world()
     name = (name or "auto").strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UdiffError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise UdiffError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UdiffError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if world.size > 1:
+            if dev.index is not None:
+                raise UdiffError(f"--device {name}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                                 "give --device cuda or auto (choose GPUs with CUDA_VISIBLE_DEVICES)")
+            dev = torch.device("cuda", world.local_rank)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UdiffError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise UdiffError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+                             + (f" for LOCAL_RANK {world.local_rank}" if world.size > 1 else ""))
     elif dev.type != "cpu":
         raise UdiffError(f"--device {name}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    distributed.start(dev)
     return dev
+
+
+def is_main() -> bool:
+    """This process writes outputs and prints: the only process, or rank 0 under torchrun."""
+    from .. import distributed
+
+    return distributed.world().main
 
 
 def seed_list_of(num, seeds, first: int) -> list[int]:
@@ -67,11 +86,15 @@ def seed_list_of(num, seeds, first: int) -> list[int]:
 
 
 def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    """Progress bars: on a terminal, and from rank 0 alone under torchrun."""
+    return sys.stderr.isatty() and is_main()
 
 
 def emit(as_json: bool, record: dict, human: str):
-    """The result of a command: a JSON object on stdout with --json, else one human line on stderr."""
+    """The result of a command: a JSON object on stdout with --json, else one human line on stderr (from rank 0
+    alone under torchrun)."""
+    if not is_main():
+        return
     if as_json:
         click.echo(json.dumps(record, sort_keys=True))
     else:

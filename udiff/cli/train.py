@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import (device_option, emit, json_option, override, resolve_device, set_option,
+from .options import (device_option, emit, is_main, json_option, override, resolve_device, set_option,
                       stderr_is_terminal)
 
 
@@ -52,9 +52,13 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
 
     rec = resolve(rec, info)
     if dry_run:
-        click.echo(rec.toml())
+        if is_main():
+            click.echo(rec.toml())
         return
     dev = resolve_device(device)
+    from .. import distributed
+
+    world = distributed.world()
 
     import torch
 
@@ -70,13 +74,15 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
         how = "fitted mean and covariance (no gradient steps)"
     else:
         result = train(model, ds, rec, device=dev, out_path=out, data_info=info, fresh=fresh,
-                       progress=stderr_is_terminal())
+                       progress=stderr_is_terminal(), world=world)
+        on = f"{result.device}" + (f" × {world.size} processes" if world.size > 1 else "")
         how = (f"{result.steps} steps" + (f" (resumed at {result.start_step})" if result.start_step else "")
-               + f", {result.images_per_second:.0f} img/s on {result.device}, loss {result.loss:.4g}")
+               + f", {result.images_per_second:.0f} img/s on {on}, loss {result.loss:.4g}")
     n_params = sum(p.numel() for p in model.parameters())
-    artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
-        "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
-        "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"}})
+    if world.main:  # one writer
+        artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
+            "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
+            "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"}})
     emit(as_json, {"out": out, "parameters": n_params, **result.as_dict()},
          f"udiff train: wrote {out}: {how}")
 
