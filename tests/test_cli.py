@@ -55,15 +55,6 @@ def test_bare_udiff_shows_help(runner):
     assert "Commands:" in r.output
 
 
-@pytest.mark.parametrize("name", ["eval-fid", "compress"])
-def test_commands_not_yet_implemented_say_so(runner, name, tmp_path):
-    r = invoke(runner, [name, "x", "-o", str(tmp_path / "out")], ok=False)
-    assert r.exit_code == 2
-    assert r.stderr.count("\n") == 1 and "not yet implemented" in r.stderr
-    assert "not yet implemented" in invoke(runner, [name, "--help"]).output.lower()
-    assert os.listdir(tmp_path) == []
-
-
 def _fails(runner, args, needle, tmp_path):
     before = set(os.listdir(tmp_path))
     r = invoke(runner, args, ok=False)

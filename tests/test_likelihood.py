@@ -36,8 +36,6 @@ HELD = _draws(2_000, 99)
 PSLD_CLOCK = 'kind = "vp-linear"\nbeta_min = 8.0\nbeta_max = 8.0'  # PSLD's constant beta = 8, t from 1e-5
 
 
-
-
 def gaussian_model(process="vp", basis="pixel", whiten=False, schedule='kind = "vp-linear"'):
     rec = R.loads(f'[data]\nsource = "digits"\n[basis]\nkind = "{basis}"\nwhiten = {str(whiten).lower()}\n'
                   f'[process]\nkind = "{process}"\n[schedule]\n{schedule}\n[net]\nkind = "gaussian"\n')

@@ -46,7 +46,9 @@ def test_kind_sections_have_one_implementation_per_kind():
     assert sorted(R.kinds("process")) == sorted(build.PROCESSES)
     assert sorted(R.kinds("schedule")) == sorted(build.SCHEDULES)
     assert sorted(R.kinds("basis")) == sorted(BASES)
-    assert sorted(R.kinds("net")) == sorted(list(build.NETS) + ["gaussian"])
+    # the diffusion networks, the exact Gaussian denoiser (model.GaussianModel) and eval-fid's classifier
+    assert sorted(R.kinds("net")) == sorted(list(build.NETS) + ["gaussian", "classifier"])
+    assert R.spec_class("net", "classifier") is R.ClassifierSpec
 
 
 def test_inpaint_and_likelihood_names():

@@ -3,7 +3,7 @@
 Every artifact is a plain safetensors file (never a pickle) whose string metadata says what it is:
 
     format          "pt" (what other safetensors tools look for)
-    udiff.kind      model | checkpoint | samples | ...   (a command refuses the wrong kind)
+    udiff.kind      model | checkpoint | samples | basis | classifier | stats   (a command refuses the wrong kind)
     udiff.format    integer version of this layout
     udiff.recipe    the full resolved recipe as canonical JSON (absent for artifacts without one)
     udiff.version   the udiff version that wrote it;  torch.version likewise
@@ -34,12 +34,14 @@ from . import __version__
 from .errors import ArtifactError
 
 FORMAT = 2  # 2: [net] precond (format-1 networks predict epsilon; build.recipe_of reads them so)
-KINDS = ("model", "checkpoint", "samples", "basis")
+KINDS = ("model", "checkpoint", "samples", "basis", "classifier", "stats")
 MAKERS = {  # how to make an artifact of each kind, for error messages
     "basis": "udiff fit-basis",
     "model": "udiff train",
     "checkpoint": "udiff train (it writes MODEL.ckpt.safetensors while training)",
     "samples": "udiff sample",
+    "classifier": 'udiff train on a recipe with [net] kind = "classifier"',
+    "stats": "udiff eval-fid --save-ref",
 }
 
 
@@ -165,21 +167,24 @@ def from_bytes(data: bytes, path: str = "-", kind: str | Iterable[str] | None = 
     return art
 
 
+def read_bytes(path: str, what: str = "an artifact file") -> bytes:
+    """The bytes of a file ("-" = stdin), with one-line errors for a missing or unreadable path."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a directory, expected {what}") from None
+    except PermissionError:
+        raise ArtifactError(f"{path}: permission denied") from None
+
+
 def load(path: str, kind: str | Iterable[str] | None = None) -> Artifact:
     """Read and verify an artifact from a path ("-" = stdin); tensors stay on the CPU."""
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ArtifactError(f"{path}: is a directory, expected an artifact file") from None
-        except PermissionError:
-            raise ArtifactError(f"{path}: permission denied") from None
-    return from_bytes(data, path, kind)
+    return from_bytes(read_bytes(path), path, kind)
 
 
 @contextlib.contextmanager

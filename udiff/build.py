@@ -156,6 +156,33 @@ def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
     return NetModel(basis, process, schedule, shape, net, cond=recipe.net.cond, precond=precond)
 
 
+def build_classifier(spec: R.ClassifierSpec, shape, classes: int):
+    """The image classifier of a [net] kind = "classifier" recipe, for images of `shape` (C, H, W)."""
+    from .nets.classifier import Classifier
+
+    if len(shape) != 3:
+        raise RecipeError(f"[net] kind: 'classifier' needs image data (C×H×W), got items of shape {tuple(shape)}")
+    return Classifier(shape[0], classes, channels=spec.channels, features=spec.features, dropout=spec.dropout)
+
+
+def classifier_from_artifact(artifact):
+    """Rebuild a trained classifier from a `classifier` artifact: (network in eval mode, udiff.classifier metadata)."""
+    from .artifacts import ArtifactError
+
+    rec = recipe_of(artifact)
+    meta = artifact.json("udiff.classifier", {})
+    if not isinstance(rec.net, R.ClassifierSpec) or "shape" not in meta or "classes" not in meta:
+        raise ArtifactError(f"{artifact.path}: classifier artifact lacks its recipe or shape; re-train it")
+    net = build_classifier(rec.net, meta["shape"], meta["classes"])
+    state = {k[len("weights."):]: v for k, v in artifact.tensors.items() if k.startswith("weights.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise ArtifactError(f"{artifact.path}: weights do not fit the recipe's classifier ({what}); the file "
+                            "was edited or made by another udiff version")
+    return net.eval(), meta
+
+
 def apply_sample_settings(model, rec: R.Recipe):
     """[sample] keys that change the model's behaviour when sampling (a soft-conditioning softness)."""
     if rec.sample.softness is not None:

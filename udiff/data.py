@@ -10,6 +10,11 @@ A source is a string, given in a recipe's [data] source or on the command line:
     folder:DIR                              PNG/JPEG images of one size (grayscale if all are)
     tensors:FILE.safetensors                key `images` (uint8 N×C×H×W) or `x` (float, N×d or N×C×H×W)
 
+Where a source has class labels they come along as int64 `labels` (N,): the digit of `digits`, the idx
+label files beside MNIST/Fashion-MNIST images, CIFAR-10's labels, a `labels` key in a tensors file, and
+for `folder:DIR` whose images all lie in sub-folders, the index of each image's sub-folder in sorted
+order. Sources without them have labels = None.
+
 8-bit images stay uint8 until a batch is drawn; `to_unit` maps them to the centres of 256 bins in
 [-1, 1] as VDM does: x = (2k + 1)/256 - 1. Float data is used as it is.
 """
@@ -34,11 +39,13 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 @dataclass
 class Dataset:
-    """A whole data set in memory: `images` (uint8 N×C×H×W) for 8-bit data, else `x` (float32 N×...)."""
+    """A whole data set in memory: `images` (uint8 N×C×H×W) for 8-bit data, else `x` (float32 N×...);
+    `labels` (int64 N) where the source has classes."""
 
     source: str
     images: torch.Tensor | None = None
     x: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def is_image8(self) -> bool:
@@ -81,6 +88,11 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1.0) * 128.0).floor_().clamp_(0, 255).to(torch.uint8)
 
 
+def is_source(text: str) -> bool:
+    """Whether `text` names a data source (rather than, say, an artifact path): its kind is one we read."""
+    return isinstance(text, str) and text.partition(":")[0] in _READERS
+
+
 def load(source: str, limit: int = 0) -> Dataset:
     """Read a data source string into memory (see the module docstring for the forms)."""
     if not isinstance(source, str) or not source:
@@ -91,8 +103,7 @@ def load(source: str, limit: int = 0) -> Dataset:
         raise DataError(f"data source {source!r}: unknown kind {name!r} (allowed: {', '.join(_READERS)})")
     ds = reader(source, rest)
     if limit:
-        ds = Dataset(source, images=None if ds.images is None else ds.images[:limit],
-                     x=None if ds.x is None else ds.x[:limit])
+        ds = Dataset(source, *(None if t is None else t[:limit] for t in (ds.images, ds.x, ds.labels)))
     if len(ds) == 0:
         raise DataError(f"data source {source!r}: holds no items")
     return ds
@@ -121,7 +132,7 @@ def _read_digits(source: str, rest: str) -> Dataset:
     d = load_digits()
     # 17 grey levels 0..16 → 0..255.
     img = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return Dataset(source, images=torch.from_numpy(img))
+    return Dataset(source, images=torch.from_numpy(img), labels=torch.from_numpy(d.target).long())
 
 
 def _idx(path: str) -> np.ndarray:
@@ -142,11 +153,13 @@ def _idx(path: str) -> np.ndarray:
     return body.reshape(dims)
 
 
-def _find_idx(directory: str, stem: str, source: str) -> str:
+def _find_idx(directory: str, stem: str, source: str, required: bool = True) -> str | None:
     for name in (stem, stem + ".gz"):
         p = os.path.join(directory, name)
         if os.path.exists(p):
             return p
+    if not required:
+        return None
     hint = (" (install the Debian package dataset-fashion-mnist, or give fashion-mnist:DIR:train)"
             if directory == FASHION_DIR else "")
     raise DataError(f"data source {source!r}: {os.path.join(directory, stem)}[.gz] not found{hint}")
@@ -159,11 +172,17 @@ def _read_mnist_like(default_dir):
             hint = (" (install the Debian package dataset-fashion-mnist, or give fashion-mnist:DIR:train)"
                     if directory == FASHION_DIR else "")
             raise DataError(f"data source {source!r}: directory {directory} not found{hint}")
-        stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
-        arr = _idx(_find_idx(directory, stem, source))
+        prefix = "train" if split == "train" else "t10k"
+        arr = _idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte", source))
         if arr.ndim != 3:
             raise DataError(f"data source {source!r}: expected N×H×W images, got shape {arr.shape}")
-        return Dataset(source, images=torch.from_numpy(arr.copy())[:, None])
+        labels = _find_idx(directory, f"{prefix}-labels-idx1-ubyte", source, required=False)
+        if labels is not None:
+            labels = _idx(labels)
+            if labels.shape != arr.shape[:1]:
+                raise DataError(f"data source {source!r}: {len(labels)} labels for {len(arr)} images")
+            labels = torch.from_numpy(labels.astype(np.int64))
+        return Dataset(source, images=torch.from_numpy(arr.copy())[:, None], labels=labels)
     return read
 
 
@@ -183,30 +202,59 @@ def _cifar_block(raw: bytes) -> np.ndarray | None:
     return None
 
 
+def _cifar_labels(raw: bytes) -> list[int] | None:
+    """The `labels` list of a CIFAR-10 python batch file, read from the pickle's opcodes without unpickling
+    (pickletools only disassembles): the integers pushed between the key 'labels' and the next key."""
+    import pickletools
+
+    ops = pickletools.genops(raw)
+    try:
+        for op, arg, _ in ops:
+            if "STRING" in op.name or "UNICODE" in op.name or "BYTES" in op.name:
+                if arg in ("labels", b"labels"):
+                    break
+        else:
+            return None
+        out = []
+        for op, arg, _ in ops:
+            if op.name in ("BININT", "BININT1", "BININT2"):
+                out.append(arg)
+            elif op.name not in ("EMPTY_LIST", "MARK", "APPENDS", "APPEND", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                break
+        return out
+    except ValueError:  # a malformed pickle
+        return None
+
+
 def _read_cifar10(source: str, rest: str) -> Dataset:
     path, split = _split(source, rest, None)
     if not os.path.isfile(path):
         raise DataError(f"data source {source!r}: {path} not found (the user's own cifar-10-python.tar.gz)")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    chunks = []
+    chunks, labels = [], []
     try:
         with tarfile.open(path, "r:*") as tar:
             members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
             for name in names:
                 if name in members:  # python version: a pickle, read without unpickling
-                    block = _cifar_block(tar.extractfile(members[name]).read())
+                    raw = tar.extractfile(members[name]).read()
+                    block = _cifar_block(raw)
                     if block is None:
                         raise DataError(f"data source {source!r}: {name} has no 10000×3072 image block")
                     chunks.append(block)
+                    found = _cifar_labels(raw)
+                    labels.append(np.array(found, dtype=np.int64) if found and len(found) == len(block) else None)
                 elif name + ".bin" in members:  # binary version: label byte + 3072 pixel bytes per record
                     raw = np.frombuffer(tar.extractfile(members[name + ".bin"]).read(), dtype=np.uint8)
                     chunks.append(raw.reshape(-1, 3073)[:, 1:].reshape(-1, 3, 32, 32))
+                    labels.append(raw.reshape(-1, 3073)[:, 0].astype(np.int64))
                 else:
                     raise DataError(f"data source {source!r}: {path} has no {name}; expected the CIFAR-10 "
                                     "python or binary tarball")
     except (tarfile.TarError, OSError, ValueError) as e:
         raise DataError(f"data source {source!r}: cannot read {path} ({e})") from None
-    return Dataset(source, images=torch.from_numpy(np.concatenate(chunks)))
+    labels = torch.from_numpy(np.concatenate(labels)) if all(x is not None for x in labels) else None
+    return Dataset(source, images=torch.from_numpy(np.concatenate(chunks)), labels=labels)
 
 
 def _read_folder(source: str, rest: str) -> Dataset:
@@ -232,7 +280,14 @@ def _read_folder(source: str, rest: str) -> Dataset:
                         "resize them to one size first")
     arr = np.stack(arrs)
     arr = arr[:, None] if gray else arr.transpose(0, 3, 1, 2)
-    return Dataset(source, images=torch.from_numpy(np.ascontiguousarray(arr)))
+    # class sub-folders: every image in a sub-folder of DIR, labelled by the sub-folder's sorted index
+    parts = [os.path.relpath(f, rest).split(os.sep) for f in files]
+    classes = [p[0] if len(p) > 1 else None for p in parts]
+    labels = None
+    if None not in classes:
+        index = {c: i for i, c in enumerate(sorted(set(classes)))}
+        labels = torch.tensor([index[c] for c in classes], dtype=torch.int64)
+    return Dataset(source, images=torch.from_numpy(np.ascontiguousarray(arr)), labels=labels)
 
 
 def _read_tensors(source: str, rest: str) -> Dataset:
@@ -244,12 +299,21 @@ def _read_tensors(source: str, rest: str) -> Dataset:
         tensors = load_file(rest)
     except Exception as e:
         raise DataError(f"data source {source!r}: cannot read safetensors ({str(e).splitlines()[0]})") from None
+    labels = tensors.get("labels")
+    if labels is not None and (labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool
+                               or labels.ndim != 1 or (labels < 0).any()):
+        raise DataError(f"data source {source!r}: key 'labels' must be non-negative integers of shape (N,), got "
+                        f"{str(labels.dtype).replace('torch.', '')} {tuple(labels.shape)}")
+    labels = None if labels is None else labels.long()
+    for key in ("images", "x"):
+        if key in tensors and labels is not None and len(labels) != len(tensors[key]):
+            raise DataError(f"data source {source!r}: {len(labels)} labels for {len(tensors[key])} items")
     if "images" in tensors:
         t = tensors["images"]
         if t.dtype != torch.uint8 or t.ndim != 4:
             raise DataError(f"data source {source!r}: key 'images' must be uint8 N×C×H×W, got "
                             f"{str(t.dtype).replace('torch.', '')} {tuple(t.shape)}")
-        return Dataset(source, images=t.contiguous())
+        return Dataset(source, images=t.contiguous(), labels=labels)
     if "x" in tensors:
         t = tensors["x"]
         if not t.is_floating_point() or t.ndim not in (2, 4):
@@ -257,7 +321,7 @@ def _read_tensors(source: str, rest: str) -> Dataset:
                             f"{str(t.dtype).replace('torch.', '')} {tuple(t.shape)}")
         if not torch.isfinite(t).all():
             raise DataError(f"data source {source!r}: key 'x' holds NaN or infinite values")
-        return Dataset(source, x=t.float().contiguous())
+        return Dataset(source, x=t.float().contiguous(), labels=labels)
     raise DataError(f"data source {source!r}: no key 'images' (uint8 N×C×H×W) or 'x' (float) in {rest}")
 
 

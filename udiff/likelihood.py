@@ -101,13 +101,19 @@ def data_variance(basis, var: torch.Tensor) -> torch.Tensor:
     return flat.reshape(v.shape)
 
 
-def discrete_recon(model, x: torch.Tensor, z0: torch.Tensor, lvl0) -> torch.Tensor:
-    """-log p(x | z_0) summed over the data (B,), nats: the 256-way decoder on x_hat = decode(y / w)."""
+def recon_params(model, z0: torch.Tensor, lvl0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, precision) per data element (B, *event), float64, of the 256-way decoder given z_0: its mean
+    x_hat = decode(y / w) and the inverse of that estimate's variance in data space."""
     w, y = C.observation(model.process, z0.double(), lvl0)
     w = w.double().expand_as(y)
     mean = model.decode((y.double() / w).unsqueeze(1))
-    var = data_variance(model.basis, 1.0 / w)
-    return discretized_nll(x.double(), mean.double(), 1.0 / var).flatten(1).sum(1)
+    return mean.double(), 1.0 / data_variance(model.basis, 1.0 / w)
+
+
+def discrete_recon(model, x: torch.Tensor, z0: torch.Tensor, lvl0) -> torch.Tensor:
+    """-log p(x | z_0) summed over the data (B,), nats: the 256-way decoder on x_hat = decode(y / w)."""
+    mean, prec = recon_params(model, z0, lvl0)
+    return discretized_nll(x.double(), mean, prec).flatten(1).sum(1)
 
 
 def _score_quadratic(process, d: torch.Tensor, lvl) -> torch.Tensor:

@@ -64,6 +64,15 @@ class Process:
         """(k, k) covariance of the state at the data end given x0 (0 but for an initial momentum)."""
         return torch.zeros(self.k, self.k, dtype=torch.float64)
 
+    def own_gamma(self, g: torch.Tensor) -> torch.Tensor:
+        """The process's own noise level ln τ² (τ = conversions.ode_time) as a function of the schedule's γ:
+        what EDM's grid spaces. Identity for VP and VE (τ² = e^γ), and taken so for k = 2."""
+        return g
+
+    def schedule_gamma(self, own: torch.Tensor) -> torch.Tensor:
+        """The inverse of own_gamma."""
+        return own
+
 
 def _block(v: torch.Tensor) -> torch.Tensor:
     """A per-component scalar (B, 1, *e) → 1×1 blocks (B, *e, 1, 1)."""
@@ -136,6 +145,7 @@ class VP(ScalarProcess):
         return torch.ones(1, 1, dtype=torch.float64)
 
 
+
 class VE(ScalarProcess):
     """Variance exploding (SMLD, Song et al. 2021): a = 1, s² = e^γ = σ², dz = √(dσ²/dt) dw. Prior N(0, σ(1)²):
     the schedule sets σ_min and σ_max (vdm-linear with gamma_min = 2 ln σ_min, gamma_max = 2 ln σ_max is SMLD's
@@ -189,3 +199,12 @@ class SubVP(ScalarProcess):
 
     def prior_cov(self, lvl1):
         return torch.ones(1, 1, dtype=torch.float64)
+
+    def own_gamma(self, g):
+        # ln τ² = ln(s²/a²) = 2 ln sigmoid(γ) − ln sigmoid(−γ) = 2γ − softplus(γ)
+        return 2.0 * g - torch.nn.functional.softplus(g)
+
+    def schedule_gamma(self, own):
+        # y = e^own = x²/(1 + x) with x = e^γ, so x = (y + √(y² + 4y))/2; in logs for large and small y
+        y = torch.exp(own)
+        return torch.log(0.5 * (y + torch.sqrt(y * (y + 4.0))))

@@ -101,6 +101,10 @@ class NoiseSource:
         idx = torch.arange(n, device=self.device, dtype=torch.int32)
         return _mix_sum(mix32(s[:, None] ^ idx[None, :]), 0x3C6EF372)
 
+    def uniform_bits(self, stream: int, n: int) -> torch.Tensor:
+        """(B, n) int64 tensor of the 32-bit hashes (0 .. 2^32 - 1) of elements 0..n-1 of `stream`."""
+        return self._bits(stream, n).to(torch.int64) & _MASK
+
     def uniform(self, stream: int, shape, offset: float = 0.5, dtype=torch.float64) -> torch.Tensor:
         """(B, *shape) uniforms on the 24-bit grid (k + offset)/2^24, k = 0 .. 2^24 - 1 (offset 0.5: in (0, 1))."""
         shape = tuple(shape)

@@ -56,37 +56,48 @@ def component_groups(schedule, t_end: float, probes: int = 65) -> torch.Tensor:
 
 
 EDM_SIGMA_MAX = 80.0  # EDM's sigma_max: above it (sigma/alpha >> the data's scale) the flow is linear in tau
+EDM_SIGMA_MIN = 0.002  # EDM's sigma_min: below it a step of any size is the denoiser's output
 
 
 @GRIDS.implements("edm")
-def grid_edm(steps: int, t_end: float, schedule=None, rho: float = 7.0, **_) -> torch.Tensor:
-    """EDM's grid (Karras et al. 2022, eq. 5) in s = σ/α = e^{γ/2}: s_i^{1/ρ} linear in i from s(1) to s(t_end).
+def grid_edm(steps: int, t_end: float, schedule=None, rho: float = 7.0, process=None, **_) -> torch.Tensor:
+    """EDM's grid (Karras et al. 2022, eq. 5) in the process's own s = σ/α (e^{γ/2} for VP and VE; sub-VP's
+    is Process.own_gamma of the VP clock's γ): s_i^{1/ρ} linear in i from s(1) to s(t_end).
 
     Where s(1) exceeds EDM's σ_max = 80 (the cosine and VP-SDE schedules reach 1800 and 150), the first step
     goes from t = 1 straight to s = 80 and the others are spaced from there: up there the probability-flow ODE
     is linear in s (du/ds = ε̂ is constant once s is far above the data's scale), so one step is exact, and
-    the ρ-spacing would otherwise spend most steps on it.
+    the ρ-spacing would otherwise spend most steps on it. Likewise at the data end: where s(t_end) is below
+    EDM's σ_min = 0.002 (sub-VP's s reaches 1e-6 on the VP-SDE schedule), the grid is spaced down to 0.002 and
+    its last step goes from there to t_end, where every sampler's step lands on the denoiser's output.
 
     With a component-wise schedule, every group of components (those whose γ differ by a constant) has its
     own such grid over its own range; the grid taken is the one whose fraction of steps passed is, at every
     t, the mean of the groups' fractions, so each group gets its share of steps, spaced as EDM would space
     them for it alone. For one group this is EDM's grid exactly."""
+    own = process.own_gamma if process is not None else (lambda g: g)
+    t_of_own = (lambda g: schedule.t_of_gamma(process.schedule_gamma(g))) if process is not None \
+        else schedule.t_of_gamma
     reps = component_groups(schedule, t_end)
-    ends = schedule.gamma(torch.tensor([1.0, t_end], dtype=torch.float64)).reshape(2, -1)[:, reps]
+    ends = own(schedule.gamma(torch.tensor([1.0, t_end], dtype=torch.float64)).reshape(2, -1)[:, reps])
     cap = 2.0 * math.log(EDM_SIGMA_MAX)
     top = None
     scalar = not getattr(schedule, "componentwise", False)
     if steps > 1 and scalar and float(ends[0].max()) > cap > float(ends[1].max()):
-        top = float(schedule.t_of_gamma(torch.tensor(cap, dtype=torch.float64)))
+        top = float(t_of_own(torch.tensor(cap, dtype=torch.float64)))
         steps, ends = steps - 1, torch.stack([torch.full_like(ends[0], cap), ends[1]])
+    floor, bottom = 2.0 * math.log(EDM_SIGMA_MIN), None
+    if steps > 1 and scalar and float(ends[1].max()) < floor < float(ends[0].min()):
+        bottom = float(t_of_own(torch.tensor(floor, dtype=torch.float64)))
+        steps, ends = steps - 1, torch.stack([ends[0], torch.full_like(ends[1], floor)])
     i = torch.arange(steps + 1, dtype=torch.float64) / steps
     r_hi, r_lo = torch.exp(ends[0] / (2 * rho)), torch.exp(ends[1] / (2 * rho))  # s^{1/ρ} at the two ends
     if reps.numel() == 1 and not getattr(schedule, "componentwise", False):
         s = (r_hi + i * (r_lo - r_hi)) ** rho
-        t = schedule.t_of_gamma(2.0 * torch.log(s)).clamp(t_end, 1.0)
+        t = t_of_own(2.0 * torch.log(s)).clamp(t_end, 1.0)
     else:
         def passed(t):  # mean over groups of the fraction of each group's grid passed at times t (n,)
-            g = schedule.gamma(t).reshape(t.shape[0], -1)[:, reps]
+            g = own(schedule.gamma(t).reshape(t.shape[0], -1)[:, reps])
             u = (r_hi - torch.exp(g / (2 * rho))) / (r_hi - r_lo).clamp_min(1e-300)
             return u.clamp(0.0, 1.0).mean(1)
 
@@ -98,14 +109,16 @@ def grid_edm(steps: int, t_end: float, schedule=None, rho: float = 7.0, **_) -> 
             lo = torch.where(late, mid, lo)
             hi = torch.where(late, hi, mid)
         t = 0.5 * (lo + hi)
-    t[0], t[-1] = (1.0 if top is None else top), t_end
+    t[0], t[-1] = (1.0 if top is None else top), (t_end if bottom is None else bottom)
     if top is not None:
         t = torch.cat([torch.ones(1, dtype=torch.float64), t])
+    if bottom is not None:
+        t = torch.cat([t, torch.full((1,), t_end, dtype=torch.float64)])
     return t
 
 
-def make_grid(kind: str, steps: int, t_end: float, schedule, rho: float = 7.0) -> torch.Tensor:
-    return GRIDS.get(kind)(steps, t_end, schedule=schedule, rho=rho)
+def make_grid(kind: str, steps: int, t_end: float, schedule, rho: float = 7.0, process=None) -> torch.Tensor:
+    return GRIDS.get(kind)(steps, t_end, schedule=schedule, rho=rho, process=process)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,8 +266,10 @@ def _dpmpp(model, z, ts, noise, *, sde: bool, denoise=True, callback=None):
         SDE: u' = (τ'/τ) e^{−h} u − expm1(−2h) D + τ' √(−expm1(−2h)) ξ     (their SDE solver, eq. 18)
 
     D = x̂0 + (h_i / 2h_{i−1})(x̂0 − x̂0_prev) for the ODE, and the SDE's second-order term adds
-    −expm1(−2h)/2 · (h_i/h_{i−1})(x̂0 − x̂0_prev) (the midpoint rule); the first step is first order. Component-
-    wise schedules work per component (a frozen component has h = 0 and does not move)."""
+    −expm1(−2h)/2 · (h_i/h_{i−1})(x̂0 − x̂0_prev) (the midpoint rule). The first and the last step are first
+    order: the last one, from s = 0.002 (or the grid's end) to t_end, would otherwise extrapolate x̂0 linearly
+    in λ over a long step where it has levelled off. Component-wise schedules work per component (a frozen
+    component has h = 0 and does not move)."""
     proc = model.process
     lv = _levels(model, ts, z.device)
     shape = tuple(z.shape[1:])
@@ -264,7 +279,7 @@ def _dpmpp(model, z, ts, noise, *, sde: bool, denoise=True, callback=None):
         x0 = C.x0_from_eps(proc, z, _eps(model, z, lv[i]), lv[i])
         u = C.ode_coords(proc, z, lv[i])
         h = torch.log(taus[i] / taus[i + 1])
-        if x_prev is None:
+        if x_prev is None or i == len(ts) - 2:  # first and last steps first order (as EDM's last step)
             slope = torch.zeros_like(h)
         else:
             slope = torch.where(h_prev > 0, h / torch.where(h_prev > 0, h_prev, 1.0), 0.0)  # 1/r
@@ -392,7 +407,7 @@ class Plan:
         return replace(self, sampler=sampler, steps=self.steps or d_steps, grid=self.grid or d_grid, t_end=t_end)
 
     def grid_times(self, model) -> torch.Tensor:
-        return make_grid(self.grid, self.steps, self.t_end, model.schedule, self.rho)
+        return make_grid(self.grid, self.steps, self.t_end, model.schedule, self.rho, model.process)
 
     def options(self) -> dict:
         return {"eta": self.eta, "denoise": self.denoise, "rtol": self.rtol, "atol": self.atol,

@@ -76,6 +76,41 @@ class BatchOrder:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
+class LossLog:
+    """The mean loss over every `every` steps (`last`; over all ranks under torchrun), a stop when it is not
+    finite, and a progress bar."""
+
+    def __init__(self, steps: int, start: int = 0, *, device="cpu", progress: bool = False, what: str = "training",
+                 every: int = 50, world: World | None = None):
+        self.steps, self.every, self.what, self.world = steps, every, what, world or World()
+        self.acc, self.n, self.last = torch.zeros((), device=device), 0, float("nan")
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=steps, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True)
+
+    def add(self, loss: torch.Tensor, done: int):
+        """The loss of step `done` (1-based)."""
+        self.acc += loss.detach()
+        self.n += 1
+        if self.n == self.every or done == self.steps:
+            # the only host sync of a training step, every `every` steps (the mean over all ranks' losses)
+            self.last = float(all_sum(self.acc)) / (self.n * self.world.size)
+            self.acc.zero_()
+            self.n = 0
+            if not math.isfinite(self.last):
+                raise TrainingDiverged(f"{self.what} diverged at step {done} (loss {self.last}); lower [train] lr "
+                                       "or raise [train] warmup")
+            if self.bar:
+                self.bar.set_postfix(loss=f"{self.last:.4g}", refresh=False)
+        if self.bar:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar:
+            self.bar.close()
+
+
 def checkpoint_path(out_path: str) -> str:
     base = out_path[:-len(".safetensors")] if out_path.endswith(".safetensors") else out_path
     return base + ".ckpt.safetensors"
@@ -165,13 +200,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     vlb_noise = spec.weighting == "vlb" and data.is_image8
     shape = (model.process.k,) + model.event_shape
     model.train()
-    log_every = 50
-    loss_acc = torch.zeros((), device=dev)
-    n_acc, last_loss = 0, float("nan")
-    bar = None
-    if progress and world.main:
-        from tqdm import tqdm
-        bar = tqdm(total=spec.steps, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True)
+    log = LossLog(spec.steps, start, device=dev, progress=progress and world.main, world=world)
 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -218,20 +247,8 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
         decay = min(spec.ema, (1 + step) / (10 + step)) if spec.ema_warmup else spec.ema
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
-        loss_acc += loss.detach()
-        n_acc += 1
         done = step + 1
-        if n_acc == log_every or done == spec.steps:  # the only host sync of the step, every log_every steps
-            last_loss = float(all_sum(loss_acc)) / (n_acc * world.size)
-            loss_acc.zero_()
-            n_acc = 0
-            if not math.isfinite(last_loss):
-                raise TrainingDiverged(f"training diverged at step {done} (loss {last_loss}); lower [train] lr "
-                                       "or raise [train] warmup")
-            if bar:
-                bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
-        if bar:
-            bar.update(1)
+        log.add(loss, done)
         if ckpt and world.main and (done == spec.steps or (spec.checkpoint_every and done % spec.checkpoint_every == 0)):
             t0 = time.perf_counter()
             if dev.type == "cuda":
@@ -241,8 +258,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
             t_ckpt += time.perf_counter() - t0
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    if bar:
-        bar.close()
+    log.close()
     now = time.perf_counter()
     seconds = now - t_run - t_ckpt
     steps_run = spec.steps - start
@@ -255,7 +271,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     model.eval()
     names = {id(p): n for n, p in model.named_parameters()}
     ema_state = {names[id(p)]: e for p, e in zip(params, ema)}
-    return TrainResult(spec.steps, start, seconds, rate, last_loss, str(dev), ckpt, ema_state,
+    return TrainResult(spec.steps, start, seconds, rate, log.last, str(dev), ckpt, ema_state,
                        world_size=world.size, warmup_seconds=warm_seconds)
 
 

@@ -27,8 +27,9 @@ COMMANDS = {
 }
 
 # The commands that split their work over the processes of a torchrun launch (udiff/distributed.py); the
-# others run in one process and say so when started under torchrun.
-DISTRIBUTED = ("train", "sample", "eval-nll", "eval-fid", "compress")
+# others run in one process and say so when started under torchrun. compress codes its images on one ANS
+# stack, each batch on the bits the batches before it left (bits-back): a sequential chain (docs/distributed.md).
+DISTRIBUTED = ("train", "sample", "eval-nll", "eval-fid")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -99,17 +99,3 @@ def emit(as_json: bool, record: dict, human: str):
         click.echo(json.dumps(record, sort_keys=True))
     else:
         click.echo(human, err=True)
-
-
-def not_yet(name: str, issue: str):
-    """A registered command whose capability has not landed: says so, exit status 2, no output written."""
-
-    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                            "help_option_names": ["-h", "--help"]},
-                   help=f"Not yet implemented in this version of udiff ({issue}). It exits with status 2 "
-                        "and writes nothing.", short_help="(not yet implemented)")
-    @click.pass_context
-    def command(ctx):
-        raise UdiffError(f"'udiff {name}' is not yet implemented in this version ({issue}); nothing was written")
-
-    return command

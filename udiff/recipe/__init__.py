@@ -7,7 +7,7 @@ A recipe is the whole experiment, one section per part of the model:
     [prior]     the terminal distribution                     (kind = "standard" | "fitted")
     [process]   the linear SDE per component                  (kind = "vp" | "ve" | "sub-vp" | "psld" | "cld" | ...)
     [schedule]  gamma(t) = -log SNR(t) per component           (kind = "vdm-linear" | "vp-linear" | "cosine" | ...)
-    [net]       the network                                   (kind = "unet" | "mlp" | "gaussian")
+    [net]       the network                                   (kind = "unet" | "mlp" | "gaussian"; or "classifier")
     [train]     the optimisation loop
     [sample]    how `udiff sample` draws from the model
 
@@ -101,19 +101,20 @@ def reference() -> str:
             out.append(head)
             if cls.__doc__ and kind:
                 out.append(f"    {cls.__doc__.strip().splitlines()[0]}")
-            for f in fields(cls):
-                default = "required" if f.default is _MISSING else (
-                    "varies" if f.default is None else _toml_value(f.default))
-                out.append(f"    {f.name} = {default}  # {f.metadata.get('doc', '')}")
-            out.append("")
+            out += _key_lines(cls, unset="varies")
     out += ["Target recipes (udiff sample RECIPE): a [target] section instead of a model; only [target] and "
             "[sample] are allowed.", ""]
     for kind, cls in [(k, _KINDS["target"][k]) for k in kinds("target")] + [(None, TargetSampleSpec)]:
         out.append(f'[target] kind = "{kind}"' if kind else "[sample]  (of a target recipe)")
         out.append(f"    {cls.__doc__.strip().splitlines()[0]}")
-        for f in fields(cls):
-            default = "required" if f.default is _MISSING else (
-                "none" if f.default is None else _toml_value(f.default))
-            out.append(f"    {f.name} = {default}  # {f.metadata.get('doc', '')}")
-        out.append("")
+        out += _key_lines(cls, unset="none")
     return "\n".join(out)
+
+
+def _key_lines(cls, unset: str) -> list[str]:
+    """`key = default  # doc` for each key of a section class (`unset` for a None default), then a blank."""
+    lines = []
+    for f in fields(cls):
+        default = "required" if f.default is _MISSING else (unset if f.default is None else _toml_value(f.default))
+        lines.append(f"    {f.name} = {default}  # {f.metadata.get('doc', '')}")
+    return lines + [""]

@@ -5,7 +5,7 @@
     [prior]     the terminal distribution                     (kind = "standard", ...)
     [process]   the linear SDE per component                  (kind = "vp", ...)
     [schedule]  gamma(t) = -log SNR(t) per component           (kind = "vdm-linear" | "vp-linear" | "cosine", ...)
-    [net]       the network                                   (kind = "unet" | "mlp" | "gaussian")
+    [net]       the network                                   (kind = "unet" | "mlp" | "gaussian"; or "classifier")
     [train]     the optimisation loop                         (TrainSpec)
     [sample]    how `udiff sample` draws from the model       (SampleSpec)
 
@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from .. import registry as REG
 from ..errors import RecipeError
-from .schema import (DEFAULT_KINDS, _build_section, _require, _suggest, _toml_value, opt, parse_override,
-                     spec)
+from .schema import (DEFAULT_KINDS, _build_section, _require, _suggest, _toml_value, opt, spec,
+                     with_overrides)
 
 KIND_SECTIONS = ("basis", "prior", "process", "schedule", "net")
 PLAIN_SECTIONS = ("data", "train", "sample")
@@ -288,6 +288,22 @@ class GaussianNetSpec:
     jitter: float = opt(0.0, doc="added to the covariance diagonal", min=0.0)
 
 
+@spec("net", "classifier")
+class ClassifierSpec:
+    """A small CNN classifier of clean labelled images, not a diffusion model: `udiff train` fits it by cross-entropy
+    (AdamW, [train] steps, batch_size, lr with linear warm-up then cosine decay, weight_decay, grad_clip, seed;
+    no EMA, no checkpoints) and writes a `classifier` artifact, whose penultimate features `udiff eval-fid
+    --extractor classifier:PATH` compares."""
+
+    channels: int = opt(32, doc="channels of the first of three stages (doubled at each 2x pooling)", min=1)
+    features: int = opt(128, doc="width of the penultimate layer: the features eval-fid compares", min=2)
+    dropout: float = opt(0.0, doc="dropout before the last layer", min=0.0, max=1.0)
+    test: Optional[str] = opt(None, doc='held-out labelled data for the test accuracy [default: the ":test" split of '
+                                        'a ":train" source, else the last `holdout` fraction of the data]')
+    holdout: float = opt(0.1, doc="fraction of the data held out when there is no test split", min=0.0, max=0.5,
+                         min_open=True)
+
+
 WEIGHTINGS = REG.WEIGHTINGS.names()
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -398,15 +414,7 @@ class Recipe:
 
 def model_from_dict(raw: dict, origin: str = "<recipe>", overrides=()) -> Recipe:
     """Validate a nested dict (parsed TOML or stored JSON) into a Recipe; errors name origin and key."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for item in overrides:
-        section, key, value = parse_override(item)
-        _check_section_name(section, f"--set {item}")
-        raw.setdefault(section, {})[key] = value
-    for name, sec in raw.items():
-        _check_section_name(name, origin)
-        if not isinstance(sec, dict):
-            raise RecipeError(f"{origin}: [{name}] must be a table, got {sec!r}")
+    raw = with_overrides(raw, overrides, origin, _check_section_name)
     try:
         _prior_follows_whitening(raw)
         built = {name: _build_section(name, raw.get(name, {}), origin) for name in SECTIONS}

@@ -98,6 +98,21 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+def with_overrides(raw: dict, overrides, origin: str, check_section) -> dict:
+    """A copy of the parsed tables with each `--set section.key=value` applied, every section name checked
+    by check_section(name, where) and every section a table."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        section, key, value = parse_override(item)
+        check_section(section, f"--set {item}")
+        raw.setdefault(section, {})[key] = value
+    for name, sec in raw.items():
+        check_section(name, origin)
+        if not isinstance(sec, dict):
+            raise RecipeError(f"{origin}: [{name}] must be a table, got {sec!r}")
+    return raw
+
+
 def _suggest(word: str, options) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from .. import registry as REG
 from ..errors import RecipeError
 from .model import SECTIONS, Recipe
-from .schema import _build_section, _plain, _require, _suggest, opt, parse_override, spec
+from .schema import _build_section, _plain, _require, _suggest, opt, spec, with_overrides
 
 # A target recipe has only these two sections; its [sample] is TargetSampleSpec. A [target] section is what
 # makes a recipe a target recipe.
@@ -218,15 +218,7 @@ class TargetRecipe:
 
 def target_from_dict(raw: dict, origin: str, overrides=()) -> TargetRecipe:
     """A recipe with [target]: only [target] and [sample] (TargetSampleSpec) are allowed."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for item in overrides:
-        section, key, value = parse_override(item)
-        _check_target_section(section, f"--set {item}")
-        raw.setdefault(section, {})[key] = value
-    for name, sec in raw.items():
-        _check_target_section(name, origin)
-        if not isinstance(sec, dict):
-            raise RecipeError(f"{origin}: [{name}] must be a table, got {sec!r}")
+    raw = with_overrides(raw, overrides, origin, _check_target_section)
     try:
         target = _build_section("target", raw["target"], origin)
         sample = _build_section("sample", raw.get("sample", {}), origin, cls=TargetSampleSpec)
