@@ -134,3 +134,26 @@ def test_two_processes_sample_and_evaluate_as_one(runner, tmp_path):
     for k in ("seconds", "items_per_second"):
         got.pop(k), ref.pop(k)
     assert got == ref
+    # eval-fid of the model's draws (3 batches) against the digits (2 batches of 1000): one process's numbers
+    clf = str(tmp_path / "clf.safetensors")
+    rec = os.path.join(tmp_path, "clf.toml")
+    with open(rec, "w") as f:
+        f.write('[data]\nsource = "digits"\n[net]\nkind = "classifier"\nchannels = 4\nfeatures = 8\n'
+                '[train]\nsteps = 10\nbatch_size = 32\nwarmup = 2\n')
+    invoke(runner, ["train", rec, "-o", clf])
+    args = ["eval-fid", model, "-n", "40", "--steps", "3", "--batch-size", "16", "--ref", "digits",
+            "--extractor", "classifier:" + clf, "--metrics", "fid,kid", "--json"]
+    ref = json.loads(invoke(runner, args).stdout)
+    got = json.loads(_run2(args).stdout)
+    assert got.pop("world_size") == 2 and ref.pop("world_size") == 1
+    for r in (ref, got):
+        r.pop("seconds"), r["sampling"].pop("seconds")
+    assert got == ref and ref["n_samples"] == 40 and ref["n_ref"] == 1797
+
+
+def test_compress_refuses_several_processes(tmp_path):
+    """compress codes on one bits-back stack, a sequential chain: under torchrun one line, exit 2, no file."""
+    cmd, env = _torchrun(["compress", str(tmp_path / "m.safetensors"), "digits", "-o", str(tmp_path / "x.udz")])
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and os.listdir(tmp_path) == []
+    assert p.stderr.count("'udiff compress' runs in one process; run it without torchrun") == 1
