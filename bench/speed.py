@@ -192,8 +192,8 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="a tiny network, to check this script on a CPU")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    cfg = TINY if args.tiny else _preset(args.preset)
     shape = SHAPES[args.preset]
+    cfg = dict(TINY, attn_resolutions=(shape[-1] // 2,)) if args.tiny else _preset(args.preset)
     warm = 10
     images = torch.randint(0, 256, (max(4096, args.batch * 4),) + shape, dtype=torch.uint8, device=dev)
     res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "batch": args.batch,
