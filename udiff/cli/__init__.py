@@ -30,6 +30,11 @@ COMMANDS = {
     "plot": "udiff.cli.plot",
 }
 
+# The commands that split their work over the processes of a torchrun launch (udiff/distributed.py); the
+# others run in one process and say so when started under torchrun. compress codes its images on one ANS
+# stack, each batch on the bits the batches before it left (bits-back): a sequential chain (docs/distributed.md).
+DISTRIBUTED = ("train", "sample", "eval-nll", "eval-fid")
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -58,7 +63,19 @@ class UdiffGroup(click.Group):
             return None
         return importlib.import_module(COMMANDS[name]).command
 
+    def resolve_command(self, ctx, args):
+        from .. import distributed
+
+        name, cmd, rest = super().resolve_command(ctx, args)
+        size = distributed.world().size
+        if size > 1 and name in COMMANDS and name not in DISTRIBUTED and not ctx.resilient_parsing:
+            raise UdiffError(f"'udiff {name}' runs in one process; run it without torchrun (WORLD_SIZE is {size}; "
+                             f"{', '.join(DISTRIBUTED)} split their work over processes)")
+        return name, cmd, rest
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from .. import distributed
+
         argv = list(sys.argv[1:] if args is None else args)
         head = argv[:argv.index("--")] if "--" in argv else argv
         debug = "--debug" in head
@@ -68,6 +85,10 @@ class UdiffGroup(click.Group):
         options.QUIET = "--quiet" in head
         if options.QUIET:
             argv = ["--quiet"] + [a for a in head if a != "--quiet"] + argv[len(head):]
+        try:
+            speaks = distributed.world().main  # under torchrun rank 0 alone prints the error line
+        except UdiffError:
+            speaks = True
         try:
             rv = super().main(args=argv, prog_name=prog_name or "udiff", complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -82,12 +103,14 @@ class UdiffGroup(click.Group):
                 raise
             cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "udiff"
             hint = f" (see '{cmd} --help')" if isinstance(e, click.UsageError) else ""
-            click.echo(f"{cmd}: error: {_one_line(e.format_message())}{hint}", err=True)
+            if speaks:
+                click.echo(f"{cmd}: error: {_one_line(e.format_message())}{hint}", err=True)
             rv = 2
         except UdiffError as e:
             if debug:
                 raise
-            click.echo(f"udiff: error: {_one_line(e)}", err=True)
+            if speaks:
+                click.echo(f"udiff: error: {_one_line(e)}", err=True)
             rv = getattr(e, "exit_code", 2)
         except KeyboardInterrupt:
             click.echo("udiff: interrupted", err=True)
@@ -103,6 +126,8 @@ class UdiffGroup(click.Group):
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"udiff: error: {where}{e.strerror or e}{_ERRNO_HINTS.get(e.errno, '')}", err=True)
             rv = 2
+        finally:
+            distributed.stop()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -80,15 +80,20 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
         raise click.UsageError(f"{given[0]}: applies when SAMPLES is a model artifact; {samples_path} is not one")
     ext = fid.extractor(extractor, weights)
     dev = resolve_device(device)
+    from .. import distributed
+
+    world = distributed.world()  # under torchrun the ranks share the batches; rank 0 gathers and writes
     if not is_model:
         images = art.tensors.get("images") if art is not None else D.load(samples_path).images
-        result = fid.evaluate(fid.image_set(samples_path, images, num), ref, ext, wanted, dev)
+        result = fid.evaluate(fid.image_set(samples_path, images, num), ref, ext, wanted, dev, world)
     else:
         seed_list = _seeds(samples_path, num, seeds, seed)
         with progress(len(seed_list), "sample") as update:
             samples = _model_samples(samples_path, seed_list, sampler, steps, time_grid, batch_size, no_ema,
-                                     overrides, device, update)
-            result = fid.evaluate(samples, ref, ext, wanted, dev)
+                                     overrides, device, update and (lambda k: update(k * world.size)))
+            result = fid.evaluate(samples, ref, ext, wanted, dev, world)
+    if result is None:  # a rank other than 0
+        return
     if save_ref:  # features too when they will be needed: KID or precision/recall asked (or already in REF)
         keep = bool({"kid", "prc"} & set(wanted)) if D.is_source(ref) else result.ref.feats is not None
         fid.save_stats(save_ref, result.ref, result.ref_desc, with_features=keep, result=result.record)

@@ -78,15 +78,19 @@ def command(model_path, data_source, method, steps, repeats, stderr_target, max_
         raise DataError(f"data source {data_source!r}: {kind} items of shape {tuple(ds.shape)}, but {model_path} "
                         f"was trained on {want}; give data like its training data ({info.get('source')})")
     dev = resolve_device(device)
+    from .. import distributed
+
+    world = distributed.world()
     t0 = time.perf_counter()
     with progress(len(ds), "item", "udiff eval-nll") as update:
         est = evaluate(model, ds.tensor, image8=ds.is_image8, method=method, steps=steps or 0, repeats=repeats,
                        stderr=stderr_target, max_repeats=max_repeats, batch_size=batch_size, seed=seed, device=dev,
-                       rtol=tol, atol=tol, progress=update)
+                       rtol=tol, atol=tol, progress=update, world=world)
     seconds = time.perf_counter() - t0
     rate = est.n / seconds if seconds > 0 else 0.0
     record = {**est.as_dict(), "data": data_source, "model": art.meta.get("udiff.sha256"), "ema": not no_ema,
-              "seed": seed, "seconds": round(seconds, 3), "items_per_second": round(rate, 2), "device": str(dev)}
+              "seed": seed, "seconds": round(seconds, 3), "items_per_second": round(rate, 2), "device": str(dev),
+              "world_size": world.size}
     if method == "ode":
         record["tol"] = tol
     err = f" ± {est.stderr:.4f}" if est.stderr is not None else ""

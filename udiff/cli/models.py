@@ -79,10 +79,11 @@ def autocast(dev):
 @contextlib.contextmanager
 def progress(total: int, unit: str, what: str = "udiff", every: float = 30.0):
     """Progress on stderr: a tqdm bar when it is a terminal, else a plain line every `every` seconds (a log
-    file or CI sees that a long run moves); nothing with --quiet. Yields the update function, or None."""
+    file or CI sees that a long run moves); nothing with --quiet, nor from ranks other than 0 under torchrun.
+    Yields the update function, or None."""
     from . import options
 
-    if options.QUIET:
+    if options.QUIET or not options.is_main():
         yield None
         return
     if not sys.stderr.isatty():

@@ -62,6 +62,11 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     from .sample_target import looks_like_recipe, sample_target
 
     if looks_like_recipe(model_path):
+        from .. import distributed
+
+        if distributed.world().size > 1:
+            raise click.UsageError(f"{model_path}: a target recipe samples in one process (its particles interact); "
+                                   "run it without torchrun")
         return sample_target(model_path, seed_list, sampler=sampler, steps=steps, time_grid=time_grid, out=out,
                              grid_png=grid_png, batch_size=batch_size, no_ema=no_ema, basis_path=basis_path,
                              compare=compare, overrides=overrides, device=device, as_json=as_json)
@@ -80,18 +85,23 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     if grid_png and len(run.info["shape"]) != 3:
         raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape "
                                f"{tuple(run.info['shape'])}")
+    from .. import distributed
+
+    world = distributed.world()
     t0 = time.perf_counter()
     with progress(len(seed_list), "sample") as update:
         x, used = generate(run.model, seed_list, run.plan, batch_size=run.recipe.sample.batch_size,
-                           device=run.device, autocast=autocast(run.device), progress=update)
+                           device=run.device, autocast=autocast(run.device), progress=update, world=world)
     seconds = time.perf_counter() - t0
+    if not world.main:  # rank 0 writes
+        return
     tensors = sample_tensors(x, seed_list, run.image8)
-    meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list),
+    meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list), "world_size": world.size,
                               "model": run.artifact.meta.get("udiff.sha256")}, "udiff.data": run.info}
     write_samples(out, tensors, run.recipe.to_json(), meta, grid_png=grid_png, grid_scale=grid_scale,
                   pictures=None if run.image8 else x)
     wrote = " and ".join(p for p in (out if out != "-" else None, grid_png) if p) or "stdout"
     emit(as_json, {"out": out, "grid": grid_png, "n": len(seed_list), **used, "seconds": round(seconds, 3),
-                   "device": str(run.device)},
+                   "device": str(run.device), "world_size": world.size},
          f"udiff sample: wrote {wrote}: {len(seed_list)} samples, {used['sampler']} {used['steps']} steps "
          f"({used['nfe']} NFE), {seconds:.1f} s on {run.device}")

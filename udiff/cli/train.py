@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .options import (PATH, check_outputs, device_option, emit, json_option, override, resolve_device, set_option,
-                      stderr_is_terminal)
+from ..errors import UdiffError
+from .options import (PATH, check_outputs, device_option, emit, is_main, json_option, override, resolve_device,
+                      set_option, stderr_is_terminal)
 
 
 @click.command("train", short_help="Train a model from a recipe.")
@@ -71,9 +72,13 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
 
     rec = resolve(rec, info)
     if dry_run:
-        click.echo(rec.toml())
+        if is_main():
+            click.echo(rec.toml())
         return
     dev = resolve_device(device)
+    from .. import distributed
+
+    world = distributed.world()
 
     import torch
 
@@ -91,23 +96,25 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
         from . import options
 
         bar = stderr_is_terminal()
-        lines = None if bar or options.QUIET else (lambda line: click.echo(f"udiff train: {line}", err=True))
+        quiet = bar or options.QUIET or not world.main
+        lines = None if quiet else (lambda line: click.echo(f"udiff train: {line}", err=True))
         result = train(model, ds, rec, device=dev, out_path=out, data_info=info, fresh=fresh, progress=bar,
-                       report=lines)
+                       report=lines, world=world)
+        on = f"{result.device}" + (f" × {world.size} processes" if world.size > 1 else "")
         if result.start_step == result.steps:  # a finished run rerun: nothing trained, the checkpoint's model written
             how = f"already trained to step {result.steps} (raise [train] steps to continue), loss {result.loss:.4g}"
             result.images_per_second = None
         else:
             how = (f"{result.steps} steps" + (f" (resumed at {result.start_step})" if result.start_step else "")
-                   + f", {result.images_per_second:.0f} img/s on {result.device}, loss {result.loss:.4g}")
+                   + f", {result.images_per_second:.0f} img/s on {on}, loss {result.loss:.4g}")
     n_params = sum(p.numel() for p in model.parameters())
-    artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
-        "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
-        "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"},
-        **({"udiff.history": history_lines(result.history)} if result.history else {})})
+    if world.main:  # one writer
+        artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
+            "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
+            "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"},
+            **({"udiff.history": history_lines(result.history)} if result.history else {})})
     emit(as_json, {"out": out, "parameters": n_params, **result.as_dict()},
          f"udiff train: wrote {out}: {how}")
-
 
 
 def train_classifier(rec, ds, out, device, dry_run, as_json):
@@ -123,6 +130,11 @@ def train_classifier(rec, ds, out, device, dry_run, as_json):
     if dry_run:
         click.echo(rec.toml())
         return
+    from .. import distributed
+
+    if distributed.world().size > 1:
+        raise UdiffError("a classifier recipe ([net] kind = \"classifier\") trains in one process; run it without "
+                         "torchrun")
     dev = resolve_device(device)
     classes = classify.num_classes(train, test)
     torch.manual_seed(rec.train.seed)
