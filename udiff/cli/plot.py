@@ -130,8 +130,8 @@ def nll(source, out):
                          "udiff eval-nll MODEL --data SOURCE --json > NLL.json") from None
     value = record.get("bpd", record.get("nll")) if isinstance(record, dict) else None
     if not isinstance(value, (int, float)) or not isinstance(record.get("terms"), dict):
-        raise UdiffError(f"{source}: a JSON object without 'bpd' (or 'nll') and 'terms'; expected udiff eval-nll --json "
-                         "output")
+        raise UdiffError(f"{source}: a JSON object without 'bpd' (or 'nll') and 'terms'; expected the output of "
+                         "udiff eval-nll --json")
     record = {**record, "value": float(value)}
     _write(nll_figure(record), out)
 

@@ -30,7 +30,8 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
     an uninterrupted run. Raising [train] steps and rerunning continues training. Progress goes to
     stderr when it is a terminal.
 
-    The training history (every [train] log_every steps: mean loss, learning rate, gradient norm, img/s) is
+    The training history (every [train] log_every steps: mean loss, learning rate, gradient norm, img/s,
+    bits/dim for weighting = "vlb" on 8-bit images) is
     kept as JSON lines in the metadata entry udiff.history of the checkpoint and of MODEL, continued across
     resumes; `udiff plot history MODEL -o history.png` draws it.
 
