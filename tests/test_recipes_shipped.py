@@ -37,8 +37,8 @@ def test_a_built_wheel_holds_every_module_and_shipped_recipe(tmp_path):
     shutil.copytree(os.path.join(ROOT, "recipes"), src / "recipes", ignore=skip)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), src / name)
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
-                       capture_output=True, text=True, timeout=600)
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)]
+    p = subprocess.run(wheel_cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     (wheel,) = glob.glob(str(tmp_path / "dist" / "udiff-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
