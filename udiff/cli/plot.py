@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .options import PATH, log
+from .options import PATH, RECIPE_PATH, log
 
 
 def _out_option(f):
@@ -77,7 +77,7 @@ def model_for_schedule(path: str):
 
 
 @command.command("schedule", short_help="log-SNR per component over t, and the process's kernel.")
-@click.argument("source", type=PATH, metavar="RECIPE|MODEL")
+@click.argument("source", type=RECIPE_PATH, metavar="RECIPE|MODEL")
 @_out_option
 def schedule(source, out):
     """log-SNR = -gamma(t) of every component (up to 64, evenly spaced in label order), coloured by the ordering
