@@ -62,8 +62,59 @@ def test_missing_path_and_directory(tmp_path):
         A.load(str(tmp_path / "nope.safetensors"))
     with pytest.raises(ArtifactError, match="is a directory"):
         A.load(str(tmp_path))
-    with pytest.raises(ArtifactError, match="does not exist; create it first"):
-        A.save(str(tmp_path / "no" / "dir" / "x.safetensors"), _tensors(), "model")
+    with pytest.raises(ArtifactError, match="is a directory; give a file name"):
+        A.save(str(tmp_path), _tensors(), "model")
+    open(tmp_path / "f", "w").close()
+    with pytest.raises(ArtifactError, match="is a file, not a directory"):
+        A.save(str(tmp_path / "f" / "x.safetensors"), _tensors(), "model")
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_missing_folders_are_made_only_when_the_output_is(tmp_path):
+    deep = tmp_path / "no" / "dir" / "x.safetensors"
+    with pytest.raises(RuntimeError):
+        with A.Outputs() as out:
+            open(out.stage(str(deep)), "w").write("half")
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []  # the temporary file sat in the nearest existing folder, and is gone
+    A.save(str(deep), _tensors(), "model")
+    assert A.load(str(deep), "model").kind == "model"
+
+
+def test_outputs_follow_the_umask_and_killed_runs_tmp_files_are_removed(tmp_path):
+    old = os.umask(0o027)
+    try:
+        A.save(str(tmp_path / "a.safetensors"), _tensors(), "model")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.safetensors").st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".a.safetensors.{int(dead.stdout)}.abc123.tmp"  # what a killed writer leaves
+    other = tmp_path / ".b.safetensors.1.abc123.tmp"  # pid 1 is alive: never touched
+    stale.write_text("half")
+    other.write_text("half")
+    A.save(str(tmp_path / "a.safetensors"), _tensors(), "model")
+    assert sorted(os.listdir(tmp_path)) == [".b.safetensors.1.abc123.tmp", "a.safetensors"]
+
+
+def test_edited_metadata_is_refused(tmp_path):
+    import json
+    import struct
+
+    p = str(tmp_path / "m.safetensors")
+    A.save(p, _tensors(), "model", recipe_json='{"train": {"steps": 3}}')
+    data = open(p, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"]["udiff.recipe"] = '{"train": {"steps": 4}}'
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    open(p, "wb").write(struct.pack("<Q", len(text)) + text + data[8 + n:])
+    with pytest.raises(ArtifactError, match="metadata do not match"):
+        A.load(p)
 
 
 def test_failed_write_leaves_nothing(tmp_path):

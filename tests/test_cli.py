@@ -77,7 +77,12 @@ def test_bad_recipes(runner, tmp_path, gauss_file):
     _fails(runner, ["train", str(tmp_path / "none.toml"), "-o", out], "no such recipe file", tmp_path)
     _fails(runner, ["train", good, "-o", out, "--data", "tensors:/no/such.safetensors"], "not found", tmp_path)
     _fails(runner, ["train", good, "-o", out, "--data", "mnist:train"], "give the directory", tmp_path)
-    _fails(runner, ["train", good, "-o", str(tmp_path / "no" / "m.safetensors")], "does not exist", tmp_path)
+    open(tmp_path / "file", "w").close()
+    _fails(runner, ["train", good, "-o", str(tmp_path / "file" / "m.safetensors")], "is a file, not a directory",
+           tmp_path)
+    os.unlink(tmp_path / "file")
+    invoke(runner, ["train", good, "-o", str(tmp_path / "new" / "dir" / "m.safetensors")])  # missing folders: made
+    assert sorted(os.listdir(tmp_path / "new" / "dir")) == ["m.ckpt.safetensors", "m.safetensors"]
 
 
 def test_bad_flags(runner, tmp_path, vec_models):
@@ -177,7 +182,7 @@ def test_real_processes_train_sample_and_pipe(tmp_path):
     from PIL import Image
 
     with Image.open(grid) as im:
-        assert im.size == (3 * 9 + 1, 2 * 9 + 1)
+        assert im.size == (10 * (3 * 9 + 1), 10 * (2 * 9 + 1))  # enlarged to >= 256 pixels: 28 px × 10
     bad = subprocess.run([PYTHON, "-m", "udiff", "sample", model, "-n", "2"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stdout == ""
     version = subprocess.run([PYTHON, "-m", "udiff", "--version"], capture_output=True, text=True, check=True)

@@ -399,8 +399,10 @@ def test_bad_target_recipes_and_flags_exit_2_with_one_line_and_no_file(runner, t
            tmp_path)
     _fails(runner, ["sample", grid, "-n", "3", "--grid", str(tmp_path / "g.png")], "--grid applies to model",
            tmp_path)
-    _fails(runner, ["sample", grid, "-n", "3", "-o", str(tmp_path / "no" / "s.safetensors")], "does not exist",
-           tmp_path)
+    open(tmp_path / "afile", "w").close()
+    _fails(runner, ["sample", grid, "-n", "3", "-o", str(tmp_path / "afile" / "s.safetensors")],
+           "is a file, not a directory", tmp_path)
+    os.unlink(tmp_path / "afile")
     notpd = write(tmp_path / "notpd.toml", '[target]\nkind = "gmm"\nmeans = [[0.0, 0.0]]\n'
                                            "covs = [[[1.0, 2.0], [2.0, 1.0]]]\n")
     _fails(runner, ["sample", notpd, "-n", "3", "-o", out], "notpd.toml: [target] covs: covariance 0 is not positive",
@@ -408,9 +410,11 @@ def test_bad_target_recipes_and_flags_exit_2_with_one_line_and_no_file(runner, t
     _fails(runner, ["sample", os.path.join(RECIPES, "digits.toml"), "-n", "3", "-o", out], "has no [target] section",
            tmp_path)
     _fails(runner, ["train", grid, "-o", out], "is a target recipe", tmp_path)
-    # a recipe without the .toml suffix is still recognised by its [target] section
+    # a target recipe can run code ([target] kind = "python"): only *.toml files are read as recipes
     plain = write(tmp_path / "gridrecipe", '[target]\nkind = "grid"\n[sample]\nsteps = 20\nlevels = 2\n')
-    invoke(runner, ["sample", plain, "-n", "4", "-o", out])
+    _fails(runner, ["sample", plain, "-n", "4", "-o", out], "must be named *.toml", tmp_path)
+    os.rename(plain, plain + ".toml")
+    invoke(runner, ["sample", plain + ".toml", "-n", "4", "-o", out])
     assert artifacts.load(out, "samples").tensors["x"].shape == (4, 2)
 
 

@@ -8,6 +8,7 @@ Every artifact is a plain safetensors file (never a pickle) whose string metadat
     udiff.recipe    the full resolved recipe as canonical JSON (absent for artifacts without one)
     udiff.version   the udiff version that wrote it;  torch.version likewise
     udiff.sha256    digest of every tensor (name, dtype, shape, bytes): a corrupted file is refused
+    udiff.meta_sha256  digest of every other metadata entry: an edited recipe is refused too
     udiff.*         further kind-specific entries (JSON strings)
 
 Files are written to a temporary name beside the target and renamed when complete, so a failed or
@@ -17,9 +18,12 @@ interrupted command leaves no half-written output. The path "-" means stdout (wr
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import struct
 import sys
 import tempfile
@@ -110,12 +114,24 @@ def to_bytes(tensors: dict[str, torch.Tensor], kind: str, recipe_json: Optional[
         md["udiff.recipe"] = recipe_json
     for k, v in (meta or {}).items():
         md[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    md["udiff.meta_sha256"] = meta_digest(md)
     return st_save(tensors, metadata=md)
+
+
+def meta_digest(md: dict[str, str]) -> str:
+    """SHA-256 over every metadata entry but itself: an edited recipe or summary is refused like a corrupted
+    tensor (the entry is absent from artifacts written before udiff 0.1 had it; they load unchecked)."""
+    h = hashlib.sha256()
+    for k in sorted(md):
+        if k != "udiff.meta_sha256":
+            h.update(json.dumps([k, md[k]]).encode())
+    return h.hexdigest()
 
 
 def save(path: str, tensors: dict[str, torch.Tensor], kind: str, recipe_json: Optional[str] = None,
          meta: Optional[dict[str, str]] = None) -> None:
     """Write an artifact atomically (temporary name + rename); "-" writes to stdout."""
+    check_output(path)
     data = to_bytes(tensors, kind, recipe_json, meta)
     if path == "-":
         sys.stdout.buffer.write(data)
@@ -159,6 +175,9 @@ def from_bytes(data: bytes, path: str = "-", kind: str | Iterable[str] | None = 
     if md.get("udiff.sha256") != digest(tensors):
         raise ArtifactError(f"{path}: corrupted artifact (its tensors do not match the stored SHA-256); "
                             "re-create it")
+    if "udiff.meta_sha256" in md and md["udiff.meta_sha256"] != meta_digest(md):
+        raise ArtifactError(f"{path}: corrupted or edited artifact (its metadata do not match the stored SHA-256); "
+                            "re-create it (to change a recipe, retrain with --set, or use udiff show --recipe)")
     if kind is not None:
         wanted = (kind,) if isinstance(kind, str) else tuple(kind)
         if art.kind not in wanted:
@@ -187,6 +206,66 @@ def load(path: str, kind: str | Iterable[str] | None = None) -> Artifact:
     return from_bytes(read_bytes(path), path, kind)
 
 
+def check_output(path: str) -> None:
+    """Refuse, before any work, an output path that cannot be written: a directory, a path under a file, or
+    "-" (stdout) when stdout is a terminal. A missing directory is fine: it is created when the output is."""
+    if path == "-":
+        if sys.stdout.isatty():
+            raise ArtifactError("-o -: stdout is a terminal, and artifacts are binary; pipe it (-o - | udiff show -) "
+                                "or give a file name")
+        return
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise ArtifactError(f"{path}: is a directory; give a file name, e.g. {os.path.join(path, 'out')}"
+                            f"{os.path.splitext(path)[1] or ''}")
+    parent = _existing_ancestor(os.path.dirname(target))
+    if not os.path.isdir(parent):
+        raise ArtifactError(f"{path}: {parent} is a file, not a directory; choose another output path")
+    if not os.access(parent, os.W_OK):
+        raise ArtifactError(f"{path}: directory {parent} is not writable; choose another output path")
+
+
+def _existing_ancestor(directory: str) -> str:
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    return directory
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _clean_stale(directory: str, name: str) -> None:
+    """Delete `.NAME.PID.*.tmp` files beside an output whose writing process is gone (a killed run)."""
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        m = _TMP.match(entry)
+        if not m or m.group("name") != name or _alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, entry))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary path beside `path`; rename it onto `path` on success, delete it on failure."""
@@ -199,26 +278,43 @@ def atomic_path(path: str):
 class Outputs:
     """Several output files that appear together or not at all.
 
-    `stage(path)` returns a temporary path to write to; `commit()` renames every staged file onto its
-    target; leaving the `with` block without commit (an error) deletes them all.
+    `stage(path)` checks the path (check_output) and returns a temporary path to write to, named
+    `.NAME.PID.XXXX.tmp` in the output's directory (or, while that does not exist yet, in its nearest
+    existing ancestor); `commit()` creates missing directories, gives every staged file the mode the umask
+    asks for (mkstemp makes them 0600) and renames it onto its target; leaving the `with` block without
+    commit (an error) deletes them all. Temporary files of killed runs are removed when the name is next
+    written.
     """
 
     def __init__(self):
         self._staged: list[tuple[str, str]] = []
 
     def stage(self, path: str) -> str:
+        check_output(path)
         target = os.path.abspath(path)
-        directory = os.path.dirname(target)
-        if not os.path.isdir(directory):
-            raise ArtifactError(f"{path}: directory {directory} does not exist; create it first")
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+        if any(t == target for _, t in self._staged):
+            raise ArtifactError(f"{path}: given for two outputs of one command; give each its own name")
+        directory = _existing_ancestor(os.path.dirname(target))
+        name = os.path.basename(target)
+        _clean_stale(directory, name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
         os.close(fd)
         self._staged.append((tmp, target))
         return tmp
 
     def commit(self):
+        mode = 0o666 & ~_umask()
         for tmp, target in self._staged:
-            os.replace(tmp, target)
+            check_output(target)  # still not a directory: fail before the first rename, not half-way
+        for tmp, target in self._staged:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.chmod(tmp, mode)
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                shutil.move(tmp, target)  # a missing directory on another file system than its ancestor
         self._staged = []
 
     def __enter__(self):

@@ -25,3 +25,10 @@ class NonFiniteResult(UdiffError):
     """The work produced NaN or Inf (a diverged sampler, a broken model): exit status 1, nothing written."""
 
     exit_code = 1
+
+
+class SolverFailed(UdiffError):
+    """A numerical solver gave up (no usable step, step size underflow, too many steps): exit status 1, nothing
+    written."""
+
+    exit_code = 1

@@ -251,12 +251,14 @@ class _Images(torch.utils.data.Dataset):
 
 @dataclass
 class ImageSet:
-    """Images to measure: `chunks()` yields uint8 (B, C, H, W) batches, `n` images of `shape` in all."""
+    """Images to measure: `chunks(cuts)` yields uint8 (b, C, H, W) batches, items start..stop of each cut
+    (start, stop); `n` images of `shape` in all, cut in batches of `batch` (distributed.batches)."""
 
     label: str                                   # what they are (a data source, a path)
     shape: tuple
     n: int
-    chunks: Callable[[], Iterable[torch.Tensor]]
+    chunks: Callable[[list], Iterable[torch.Tensor]]
+    batch: int = 1000
     info: dict = field(default_factory=dict)     # how they were made (filled in by a model's draws)
 
 
@@ -267,7 +269,7 @@ def image_set(label: str, images: Optional[torch.Tensor], n: Optional[int] = Non
     if n is not None and n > len(images):
         raise DataError(f"-n {n}: {label} {what} only {len(images)} images")
     images = images[:n] if n is not None else images
-    return ImageSet(label, tuple(images.shape[1:]), len(images), lambda: images.split(1000))
+    return ImageSet(label, tuple(images.shape[1:]), len(images), lambda cuts: (images[a:b] for a, b in cuts))
 
 
 def drawn_image_set(label: str, shape: tuple, seeds, draw, batch_size: int, made: dict, progress=None) -> ImageSet:
@@ -277,14 +279,14 @@ def drawn_image_set(label: str, shape: tuple, seeds, draw, batch_size: int, made
     from .data import to_uint8
 
     seeds = list(seeds)
-    out = ImageSet(label, tuple(shape), len(seeds), None)
+    out = ImageSet(label, tuple(shape), len(seeds), None, batch_size)
 
-    def chunks():
+    def chunks(cuts):
         import time
         seconds, used = 0.0, {}
-        for i in range(0, len(seeds), batch_size):
+        for a, b in cuts:
             t0 = time.perf_counter()
-            x, used = draw(seeds[i:i + batch_size])
+            x, used = draw(seeds[a:b])
             seconds += time.perf_counter() - t0
             if progress:
                 progress(len(x))
@@ -295,15 +297,35 @@ def drawn_image_set(label: str, shape: tuple, seeds, draw, batch_size: int, made
     return out
 
 
-def measure(module, ext: Extractor, images: ImageSet, device="cpu") -> tuple["Stats", str]:
-    """Features of every image of the set, as Stats, and the SHA-256 of the images (uint8, in order)."""
-    h = hashlib.sha256()
-    feats = []
-    for chunk in images.chunks():
+def measure(module, ext: Extractor, images: ImageSet, device="cpu", world=None) -> tuple["Stats", str]:
+    """Features of every image of the set, as Stats, and the SHA-256 of the images (uint8, in order).
+
+    Under torchrun (`world`) each rank draws and measures its block of the set's batches, and rank 0 gathers
+    the images and features in order: the same Stats and digest as one process; (None, None) on the others."""
+    from . import distributed
+
+    world = world or distributed.World()
+    mine, feats = [], []
+    for chunk in images.chunks(distributed.batches(images.n, images.batch, world)):
         chunk = chunk.contiguous()
-        h.update(chunk.reshape(-1).numpy().tobytes())
+        mine.append(chunk)
         feats.append(features(module, ext, chunk, device))
-    return Stats.of(torch.cat(feats)), h.hexdigest()
+    empty = torch.zeros((0,) + tuple(images.shape), dtype=torch.uint8)
+    mine = torch.cat(mine) if mine else empty
+    feats = torch.cat(feats) if feats else None
+    if world.size > 1:
+        if feats is None:  # a rank without a batch: its (0, D) share, D learned from rank 0's count
+            feats = torch.zeros((0, ext_dim(module, ext, images.shape, device)))
+        mine, feats = distributed.gather(mine), distributed.gather(feats)
+        if not world.main:
+            return None, None
+    return Stats.of(feats if feats is not None else torch.zeros((0, 1))), hashlib.sha256(
+        mine.reshape(-1).numpy().tobytes()).hexdigest()
+
+
+def ext_dim(module, ext: Extractor, shape: tuple, device="cpu") -> int:
+    """The extractor's feature dimension (from one blank image)."""
+    return int(features(module, ext, torch.zeros((1,) + tuple(shape), dtype=torch.uint8), device).shape[1])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -387,8 +409,11 @@ class Evaluation:
     ref_desc: dict        # what they are of (a stats artifact's udiff.stats)
 
 
-def evaluate(samples: ImageSet, ref: str, ext: Extractor, metrics=("fid",), device="cpu") -> Evaluation:
-    """Compare an image set with REF (a data source, or a stats artifact path) in `ext`'s features."""
+def evaluate(samples: ImageSet, ref: str, ext: Extractor, metrics=("fid",), device="cpu",
+             world=None) -> Evaluation | None:
+    """Compare an image set with REF (a data source, or a stats artifact path) in `ext`'s features.
+    Under torchrun (`world`) the ranks share the batches of each set (see `measure`); rank 0 returns the
+    Evaluation of one process, the other ranks None."""
     import time
 
     from . import data as D
@@ -407,17 +432,20 @@ def evaluate(samples: ImageSet, ref: str, ext: Extractor, metrics=("fid",), devi
                         f"shape {ref_shape}; compare images of one shape")
     module = ext.build(device)
     if ref_stats is None:
-        ref_stats, ref_images_sha = measure(module, ext, ref_images, device)
+        ref_stats, ref_images_sha = measure(module, ext, ref_images, device, world)
         ref_desc = {"source": ref, "shape": list(ref_shape), "images_sha256": ref_images_sha, "extractor": ext.name,
                     "extractor_kind": ext.kind, "extractor_sha256": ext.sha256, "feature_layer": ext.layer,
                     "handling": ext.handling}
-    sample_stats, samples_sha = measure(module, ext, samples, device)
+    sample_stats, samples_sha = measure(module, ext, samples, device, world)
+    if sample_stats is None:  # not rank 0
+        return None
     record = {**compare(sample_stats, ref_stats, metrics), "n_samples": sample_stats.n, "n_ref": ref_stats.n,
               "samples": samples.label, "samples_sha256": samples_sha, "ref": ref, "ref_source": ref_desc.get("source"),
               "ref_sha256": ref_stats.sha256(), "extractor": ext.name, "extractor_sha256": ext.sha256,
               "feature_layer": ext.layer, "feature_dim": int(ref_stats.mu.shape[0]), "handling": ext.handling,
               "torch_fidelity_version": TORCH_FIDELITY_VERSION, **samples.info,
-              "seconds": round(time.perf_counter() - t0, 3), "device": str(device)}
+              "seconds": round(time.perf_counter() - t0, 3), "device": str(device),
+              "world_size": world.size if world else 1}
     return Evaluation(record, ref_stats, ref_desc)
 
 

@@ -23,10 +23,20 @@ def grid(images: torch.Tensor, cols: int | None = None, pad: int = 1, background
     return out
 
 
-def save_png(path: str, array: np.ndarray, scale: int = 1) -> None:
-    """Write an (H, W, C) uint8 array as PNG (grayscale for C = 1), optionally enlarged by `scale`."""
+MIN_PIXELS = 256  # a picture at the automatic scale is at least this many pixels on its longer side
+
+
+def auto_scale(height: int, width: int, least: int = MIN_PIXELS) -> int:
+    """The least integer enlargement (1 to 16) that makes a height × width picture `least` pixels on its longer side."""
+    return max(1, min(16, math.ceil(least / max(height, width, 1))))
+
+
+def save_png(path: str, array: np.ndarray, scale: int | None = 1) -> None:
+    """Write an (H, W, C) uint8 array as PNG (grayscale for C = 1), enlarged by `scale` (None: auto_scale)."""
     from PIL import Image
 
+    if scale is None:
+        scale = auto_scale(*array.shape[:2])
     if scale > 1:
         array = array.repeat(scale, axis=0).repeat(scale, axis=1)
     img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
@@ -34,6 +44,27 @@ def save_png(path: str, array: np.ndarray, scale: int = 1) -> None:
 
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def open_image(path: str, what: str):
+    """PIL's image of a file, with one-line errors for an unreadable file or one that is no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .errors import DataError
+
+    try:
+        im = Image.open(path)
+        im.load()
+    except UnidentifiedImageError:
+        raise DataError(f"{what} {path}: not an image PIL can read (PNG, JPEG, BMP, WebP); give an image file") from None
+    except PermissionError:
+        raise DataError(f"{what} {path}: permission denied; make the file readable") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path}: is a directory, expected an image file") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupted image data
+        raise DataError(f"{what} {path}: a broken image ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        "give an intact image file") from None
+    return im
 
 
 def read_items(image: str, shape, image8: bool):
@@ -44,14 +75,12 @@ def read_items(image: str, shape, image8: bool):
     from .errors import DataError
 
     if image.lower().endswith(IMAGE_EXTS):
-        from PIL import Image
-
         if not os.path.isfile(image):
             raise DataError(f"{image}: no such image file")
         if len(shape) != 3:
             raise DataError(f"{image}: the model makes vectors of shape {tuple(shape)}, not images")
         c, h, w = shape
-        with Image.open(image) as im:
+        with open_image(image, "IMAGE") as im:
             im = im.convert("L" if c == 1 else "RGB")
             if im.size != (w, h):
                 raise DataError(f"{image}: is {im.size[0]}×{im.size[1]}, the model makes {w}×{h} images; resize it")
@@ -85,9 +114,8 @@ def read_mask(spec: str, shape):
         raise DataError(f"--mask {spec}: no such file and not a named mask ({', '.join(MASKS.names())})")
     if spec.lower().endswith(IMAGE_EXTS):
         import numpy as np
-        from PIL import Image
 
-        with Image.open(spec) as im:
+        with open_image(spec, "--mask") as im:
             arr = np.asarray(im.convert("L")) > 127
         m = torch.from_numpy(arr.copy())
     else:

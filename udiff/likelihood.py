@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import conversions as C
+from . import distributed
 from .data import to_unit
 from .errors import NonFiniteResult, UdiffError
 from .ode import dopri5
@@ -280,16 +281,18 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
 
 
 def vlb_loss(model, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, image8: bool,
-             params: dict | None = None) -> torch.Tensor:
+             params: dict | None = None, eps0: torch.Tensor | None = None) -> torch.Tensor:
     """[train] weighting = "vlb": the whole continuous-time bound per item, nats per data dimension (B,).
 
-    t: times in [t_min, 1] (stratified by the trainer); the decoder's noise is drawn with torch's generator.
+    t: times in [t_min, 1] (stratified by the trainer); eps0: the decoder's noise (8-bit images), drawn with
+    torch's generator when not given.
     Learned schedules get their gradient from it: the endpoints through the prior and reconstruction terms
     and gamma', the shape through the diffusion term (or its square, see schedule.VDMLearned).
     """
     t_min = float(model.schedule.t_min)
     u = (t.double() - t_min) / (1.0 - t_min)
-    eps0 = torch.randn_like(eps) if image8 else None
+    if image8 and eps0 is None:
+        eps0 = torch.randn_like(eps)
     shape_grad = VarianceGrad() if getattr(model.schedule, "minimize_variance", False) else None
     prior, recon, diff = vlb_terms(model, x, x0, u, eps, image8=image8, eps0=eps0, params=params,
                                    sampling="uniform", control=False, variance_grad=shape_grad)
@@ -457,13 +460,14 @@ MAX_REPEATS = 64       # default cap of the repeats per item when they are chose
 
 
 def _one_pass(model, data, reps, *, image8, method, steps, batch_size, seed, dev, rtol, atol, first_index, ref,
-              progress):
-    """Every item's terms for the repeats `reps`: ({term: (n, len(reps)) nats}, NFEs of the ODE solves)."""
+              progress, world):
+    """Every item's terms for the repeats `reps`: ({term: (n, len(reps)) nats}, NFEs of the ODE solves).
+    Under torchrun each rank runs its block of the batches, and every rank gets all items' terms in order."""
     n_items = data.shape[0]
     per = max(1, batch_size // len(reps))
     parts, nfes = {}, []
-    for start in range(0, n_items, per):
-        idx = torch.arange(start, min(n_items, start + per))
+    for start, stop in distributed.batches(n_items, per, world):
+        idx = torch.arange(start, stop)
         batch = data[idx].to(dev)
         x = to_unit(batch) if image8 else batch.float()
         index = (idx + first_index).to(dev)
@@ -476,14 +480,27 @@ def _one_pass(model, data, reps, *, image8, method, steps, batch_size, seed, dev
         for k, v in terms.items():
             parts.setdefault(k, []).append(v.detach().cpu())
         if progress:
-            progress(len(idx))
+            progress(len(idx) * world.size)
+    if world.size > 1:  # a rank may have had no batch: the names come from the method, not from its results
+        empty = torch.zeros((0, len(reps)), dtype=torch.float64)
+        parts = {k: distributed.all_gather(torch.cat(parts[k]) if k in parts else empty)
+                 for k in term_names(model, method)}
+        nfes = distributed.all_gather(torch.tensor(nfes, dtype=torch.float64)).tolist()
+        return parts, nfes
     return {k: torch.cat(v) for k, v in parts.items()}, nfes
+
+
+def term_names(model, method: str) -> tuple[str, ...]:
+    """The terms vlb_batch or ode_batch return for this model, in their order."""
+    if method == "vlb":
+        return ("prior", "recon", "diffusion")
+    return ("prior", "flow", "correction") + (("momentum",) if bool(momentum_law(model.process)[1].any()) else ())
 
 
 def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", steps: int = 0,
              repeats: int | None = None, stderr: float = STDERR_TARGET, max_repeats: int = MAX_REPEATS,
              batch_size: int = 256, seed: int = 0, device="cpu", rtol: float = 1e-5, atol: float = 1e-5,
-             first_index: int = 0, progress=None) -> NLLEstimate:
+             first_index: int = 0, progress=None, world=None) -> NLLEstimate:
     """Estimate the mean NLL (bound) of the items of `data` (uint8 images or float) under `model`.
 
     repeats: estimates per item; None chooses them: 1, 2, 4, ... per item (the repeats of an item put their
@@ -492,6 +509,8 @@ def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", st
     (repeats cannot remove that; the estimator's share is then below a quarter of it), or `max_repeats`.
     batch_size counts network inputs (items × repeats); items keep index first_index + position, which fixes
     their random numbers. The model is used as it is (load the EMA weights before calling).
+    Under torchrun (`world`), the ranks share the batches of each pass and every rank returns the estimate of
+    one process.
     """
     if method not in METHODS:
         raise UdiffError(f"unknown likelihood method {method!r} (allowed: {', '.join(METHODS)})")
@@ -507,13 +526,15 @@ def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", st
     model.requires_grad_(False)
     parts, nfes = {}, []
     adaptive = repeats is None
+    world = world or distributed.World()
     try:
         ref = reference_moments(model, data, image8) if method == "vlb" else None
         done, todo = 0, (1 if adaptive else int(repeats))
         while todo:
             new, n_new = _one_pass(model, data, range(done, done + todo), image8=image8, method=method,
                                    steps=steps, batch_size=batch_size, seed=seed, dev=dev, rtol=rtol, atol=atol,
-                                   first_index=first_index, ref=ref, progress=progress if done == 0 else None)
+                                   first_index=first_index, ref=ref, progress=progress if done == 0 else None,
+                                   world=world)
             for k, v in new.items():
                 parts[k] = torch.cat([parts[k], v], 1) if k in parts else v
             nfes += n_new

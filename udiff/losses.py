@@ -49,12 +49,12 @@ def times_stratified(model, batch: int, device, spec=None) -> torch.Tensor:
 def times_log_normal(model, batch: int, device, spec) -> torch.Tensor:
     """EDM's training noise levels: ln sigma ~ N(p_mean, p_std^2) with sigma = e^(gamma/2), truncated to the
     schedule's gamma range, by the inverse CDF of low-discrepancy uniforms; t = gamma^-1."""
-    normal = torch.distributions.Normal(torch.tensor(float(spec.p_mean), dtype=torch.float64),
-                                        torch.tensor(float(spec.p_std), dtype=torch.float64))
-    lo, hi = (normal.cdf(torch.tensor(0.5 * g, dtype=torch.float64)) for g in model.schedule.gamma_range)
-    u = lo + (hi - lo) * lattice(torch.rand((), dtype=torch.float64), batch)
+    f64 = {"dtype": torch.float64, "device": device}  # drawn on the device: no host-to-device copy in the step
+    normal = torch.distributions.Normal(torch.tensor(float(spec.p_mean), **f64), torch.tensor(float(spec.p_std), **f64))
+    lo, hi = (normal.cdf(torch.tensor(0.5 * g, **f64)) for g in model.schedule.gamma_range)
+    u = lo + (hi - lo) * lattice(torch.rand((), **f64), batch)
     gamma = 2.0 * normal.icdf(u.clamp(1e-12, 1 - 1e-12))
-    return model.schedule.t_of_gamma(gamma).clamp(model.schedule.t_min, 1.0).to(device)
+    return model.schedule.t_of_gamma(gamma).clamp(model.schedule.t_min, 1.0)
 
 
 def stratified_times(batch: int, t_min: float, device="cpu") -> torch.Tensor:

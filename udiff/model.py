@@ -36,8 +36,9 @@ class Model(nn.Module):
         self.process = process
         self.event_shape = tuple(event_shape)
 
-    def prepare(self, device, compile_net: bool = False) -> "Model":
-        """Move to `device`; on CUDA, lay image networks out channels_last. Subclasses may compile."""
+    def prepare(self, device, compile_net: bool = False, wrap=None) -> "Model":
+        """Move to `device`; on CUDA, lay image networks out channels_last. Subclasses may compile, and call
+        their network through `wrap(net)` (training under torchrun: DDP)."""
         return self.to(device)
 
     def level(self, t, **params) -> NoiseLevel:
@@ -70,13 +71,13 @@ class NetModel(Model):
         # so that it is not registered as a second submodule (it would duplicate every state_dict key).
         object.__setattr__(self, "_forward", net)
 
-    def prepare(self, device, compile_net: bool = False):
+    def prepare(self, device, compile_net: bool = False, wrap=None):
         self.to(device)
         if torch.device(device).type == "cuda" and len(self.event_shape) == 3:
             self.net.to(memory_format=torch.channels_last)
             self.channels_last = True
-        if compile_net:
-            object.__setattr__(self, "_forward", torch.compile(self.net))
+        forward = wrap(self.net) if wrap else self.net
+        object.__setattr__(self, "_forward", torch.compile(forward) if compile_net else forward)
         return self
 
     @property

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .errors import UdiffError
+from .errors import SolverFailed, UdiffError
 
 # Dormand–Prince 5(4) tableau: nodes C, stage coefficients A (row i gives stage i+1), 5th-order weights B5
 # (= the last row of A: first same as last) and the error weights E = B5 - B4.
@@ -79,7 +79,7 @@ def dopri5(f, y0: torch.Tensor, t0: float, t1: float, *, rtol: float = 1e-5, ato
     """Integrate dy/dt = f(t, y) from t0 to t1 with adaptive Dormand–Prince 5(4); returns (y(t1), nfe).
 
     f(t: float, y: Tensor) -> Tensor of y's shape; t0 > t1 integrates backwards in time. h0: first step
-    size (its magnitude; chosen automatically when None). Raises UdiffError when the step size underflows
+    size (its magnitude; chosen automatically when None). Raises SolverFailed (exit 1) when the step size underflows
     (a non-finite f, or an ODE too stiff for an explicit method) or after max_steps accepted and rejected steps.
     """
     t0, t1 = float(t0), float(t1)
@@ -98,7 +98,7 @@ def dopri5(f, y0: torch.Tensor, t0: float, t1: float, *, rtol: float = 1e-5, ato
     else:
         h = abs(float(h0))
     if not math.isfinite(h) or h <= 0:
-        raise UdiffError(f"rk45: no usable first step at t = {t0:.6g} (f is not finite there); check the model")
+        raise SolverFailed(f"rk45: no usable first step at t = {t0:.6g} (f is not finite there); check the model")
     h = min(h, span)
     t = t0
     for _ in range(max_steps):
@@ -124,6 +124,6 @@ def dopri5(f, y0: torch.Tensor, t0: float, t1: float, *, rtol: float = 1e-5, ato
             factor = min(factor, 1.0)
         h = step * factor
         if h < 1e-12 * max(1.0, abs(t)):
-            raise UdiffError(f"rk45: step size underflow at t = {t:.6g} (the ODE is stiff or f is not finite); "
+            raise SolverFailed(f"rk45: step size underflow at t = {t:.6g} (the ODE is stiff or f is not finite); "
                              "loosen [sample] rtol/atol or use another sampler")
-    raise UdiffError(f"rk45: no solution after {max_steps} steps (t = {t:.6g}); loosen [sample] rtol/atol")
+    raise SolverFailed(f"rk45: no solution after {max_steps} steps (t = {t:.6g}); loosen [sample] rtol/atol")

@@ -138,6 +138,9 @@ def unit24(bits: torch.Tensor, offset: float, dtype) -> torch.Tensor:
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
+MAX_SEEDS = 10_000_000  # samples per command: beyond, the seed list alone takes gigabytes
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-63,100,200-201' → [0, 1, ..., 63, 100, 200, 201] (ranges are inclusive, order is kept)."""
     out: list[int] = []
@@ -149,6 +152,11 @@ def parse_seeds(text: str) -> list[int]:
         b = int(m.group(2)) if m.group(2) is not None else a
         if b < a:
             raise UdiffError(f"--seeds {text}: range {a}-{b} runs backwards; write {b}-{a}")
+        if b > _MASK:
+            raise UdiffError(f"--seeds {text}: seeds must lie in 0..4294967295")
+        if len(out) + b - a + 1 > MAX_SEEDS:
+            raise UdiffError(f"--seeds {text}: more than {MAX_SEEDS:,} seeds in one command; split the run into "
+                             "several commands with disjoint seed ranges")
         out.extend(range(a, b + 1))
     if len(set(out)) != len(out):
         raise UdiffError(f"--seeds {text}: a seed appears twice; each sample needs its own seed")

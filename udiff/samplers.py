@@ -440,28 +440,40 @@ def check_finite(x: torch.Tensor, what: str) -> None:
                               "check the model (udiff show)")
 
 
-def in_batches(seeds, batch_size: int, device, body, progress=None):
+def in_batches(seeds, batch_size: int, device, body, progress=None, world=None, event_shape=None):
     """Run body(batch_seeds, start, noise) -> (x (b, *event), nfe) per batch of seeds, each with its own
-    per-sample noise source; concatenate on the CPU. Returns (x, nfe of the last batch)."""
+    per-sample noise source; concatenate on the CPU. Returns (x, nfe of the last batch).
+
+    Under torchrun (`world` of several ranks) each rank runs its block of the one-process batches
+    (distributed.batches) and rank 0 gathers them in order: it returns the whole x, the other ranks None
+    (`event_shape` is then needed, for a rank with no batch). `progress` counts every rank's items."""
+    from . import distributed
+
+    world = world or distributed.World()
     seeds = list(seeds)
     out, nfe = [], 0
     with torch.inference_mode():
-        for start in range(0, len(seeds), batch_size):
-            batch = seeds[start:start + batch_size]
+        for start, stop in distributed.batches(len(seeds), batch_size, world):
+            batch = seeds[start:stop]
             x, nfe = body(batch, start, NoiseSource(batch, device=device))
             out.append(x.float().cpu())
             if progress:
-                progress(len(batch))
+                progress(len(batch) * world.size)
+    if world.size > 1:
+        mine = torch.cat(out) if out else torch.zeros((0,) + tuple(event_shape))
+        return distributed.gather(mine), nfe
     return (torch.cat(out) if out else None), nfe
 
 
 def generate(model, seeds, plan: Plan | None = None, *, batch_size=256, device="cpu", autocast=None,
-             progress=None, cond=None):
+             progress=None, world=None, cond=None):
     """Draw one sample per seed (sample k from seed k) in data space, float32 (N, *event).
 
     Returns (x, used): `used` says what was run (plan.described). Batches never change the result: every
     random number of sample k comes from seed k. A non-finite sample stops the run (NonFiniteResult).
-    `cond`: a guidance.Conditioning with one label per seed (class-conditional sampling and guidance).
+    Under torchrun (`world`), the ranks share the batches and rank 0 returns all samples in order; the other
+    ranks return x = None. `cond`: a guidance.Conditioning with one label per seed (class-conditional sampling
+    and guidance).
     """
     if cond is not None:
         cond.check(model)
@@ -478,7 +490,9 @@ def generate(model, seeds, plan: Plan | None = None, *, batch_size=256, device="
             x0, nfe = fn(run, z, ts, noise, **plan.options())
         return model.decode(x0.float()), nfe
 
-    x, nfe = in_batches(seeds, batch_size, device, body, progress)
+    x, nfe = in_batches(seeds, batch_size, device, body, progress, world, model.event_shape)
+    if world is not None and not world.main:
+        return None, plan.described(nfe)
     if x is None:
         x = torch.zeros((0,) + model.event_shape)
     check_finite(x, f"udiff sample ({plan.sampler}, {plan.steps} steps)")

@@ -418,7 +418,7 @@ class PythonTarget(Target):
         super().__init__(dim)
         self.fn, self.name, self.exact = fn, name, exact
         self.extra = {"function": name}
-        probe = torch.zeros(2, dim)
+        probe = torch.zeros(2, dim, requires_grad=True)
         try:
             out = fn(probe)
         except Exception as e:  # the user's function: report, do not crash with its traceback
@@ -429,9 +429,21 @@ class PythonTarget(Target):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise RecipeError(f"[target] function: {name} returned {shape} for a (2, {dim}) batch; it must return "
                               "one log-density per row, a tensor of shape (N,)")
+        if torch.isnan(out).any():
+            raise RecipeError(f"[target] function: {name} returned NaN for a (2, {dim}) batch of zeros; return a "
+                              "finite log-density (or -inf outside the support)")
+        if not out.requires_grad:
+            raise RecipeError(f"[target] function: {name} does not depend on x through torch operations (its result "
+                              "has no gradient); compute log pi(x) from x with torch, not numpy or constants")
 
     def log_prob(self, x):
-        return self.fn(x)
+        out = self.fn(x)
+        if torch.isnan(out).any():
+            from .errors import NonFiniteResult
+
+            raise NonFiniteResult(f"[target] function: {self.name} returned NaN at {int(torch.isnan(out).sum())} of "
+                                  f"{len(out)} points; return -inf outside the support; nothing was written")
+        return out
 
     @property
     def has_exact_samples(self):

@@ -6,17 +6,17 @@ from __future__ import annotations
 import click
 
 from ..coding import Settings
-from .options import device_option, emit, json_option, resolve_device, stderr_is_terminal
+from .options import PATH, check_outputs, device_option, emit, json_option, resolve_device, stderr_is_terminal
 
 STEPS = Settings.steps  # T of the chain when --steps is not given (docs/compression.md)
 
 
 @click.command("compress", short_help="Lossless compression of 8-bit images with a model (bits-back ANS); -d decodes.")
-@click.argument("model_path", metavar="MODEL")
-@click.argument("source", metavar="INPUT")
+@click.argument("model_path", type=PATH, metavar="MODEL")
+@click.argument("source", type=PATH, metavar="INPUT")
 @click.option("-d", "--decompress", "decode", is_flag=True,
               help="Decode INPUT, a .udz file made with MODEL, into a samples artifact (like gzip -d).")
-@click.option("-o", "--out", required=True, metavar="OUT",
+@click.option("-o", "--out", required=True, type=PATH, metavar="OUT",
               help="The .udz file to write; with -d the samples artifact (images, uint8 N×C×H×W). '-' is stdout.")
 @click.option("--steps", type=click.IntRange(1, 100_000), metavar="T",
               help=f"Steps of the discrete-time chain that codes the images [default: {STEPS}].")
@@ -52,6 +52,7 @@ def command(model_path, source, decode, out, steps, limit, cells, batch_size, vl
     """
     if out == "-" and as_json:
         raise click.UsageError("--json and -o - both write to stdout; choose one")
+    check_outputs(out)
     if decode:
         given = [f for f, v in (("--steps", steps), ("--limit", limit), ("--verify", verify)) if v]
         if given:

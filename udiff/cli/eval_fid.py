@@ -5,22 +5,22 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS
-from .options import device_option, emit, json_option, resolve_device, set_option
+from .options import PATH, check_outputs, device_option, emit, json_option, resolve_device, set_option
 
 
 @click.command("eval-fid", short_help="FID, KID and precision/recall of samples against a reference.")
-@click.argument("samples_path", metavar="SAMPLES")
-@click.option("--ref", "ref", required=True, metavar="REF",
+@click.argument("samples_path", type=PATH, metavar="SAMPLES")
+@click.option("--ref", "ref", required=True, type=PATH, metavar="REF",
               help="Reference: a data source (e.g. fashion-mnist:test) or a stats artifact written by --save-ref.")
 @click.option("--metrics", default="fid", show_default=True, metavar="LIST",
               help="Comma-separated metrics: fid, kid, prc (precision and recall).")
 @click.option("--extractor", default="inception", show_default=True, metavar="NAME",
               help="Feature extractor: inception (torch-fidelity's inception-v3-compat; needs --weights) or "
                    "classifier:PATH (a classifier artifact from udiff train).")
-@click.option("--weights", metavar="PATH",
+@click.option("--weights", type=PATH, metavar="PATH",
               help="Inception weights file, torch-fidelity's weights-inception-2015-12-05-6726825d.pth [default: "
                    "that file in torch's hub cache, if there]. Never downloaded.")
-@click.option("--save-ref", metavar="STATS", help="Also write the reference statistics as a stats artifact.")
+@click.option("--save-ref", type=PATH, metavar="STATS", help="Also write the reference statistics as a stats artifact.")
 @click.option("-n", "--num", type=click.IntRange(min=1), metavar="N",
               help="Number of samples: drawn from a MODEL (seeds SEED..SEED+N-1), else the first N images.")
 @click.option("--seeds", metavar="LIST", help="MODEL: seeds, e.g. 0-1999: sample k uses seed k.")
@@ -65,6 +65,7 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
 
     if save_ref == "-" and as_json:
         raise click.UsageError("--json and --save-ref - both write to stdout; choose one")
+    check_outputs(save_ref)
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     bad = [m for m in wanted if m not in fid.METRICS]
     if bad or not wanted:
@@ -79,19 +80,24 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
         raise click.UsageError(f"{given[0]}: applies when SAMPLES is a model artifact; {samples_path} is not one")
     ext = fid.extractor(extractor, weights)
     dev = resolve_device(device)
+    from .. import distributed
+
+    world = distributed.world()  # under torchrun the ranks share the batches; rank 0 gathers and writes
     if not is_model:
         images = art.tensors.get("images") if art is not None else D.load(samples_path).images
-        result = fid.evaluate(fid.image_set(samples_path, images, num), ref, ext, wanted, dev)
+        result = fid.evaluate(fid.image_set(samples_path, images, num), ref, ext, wanted, dev, world)
     else:
         seed_list = _seeds(samples_path, num, seeds, seed)
         with progress(len(seed_list), "sample") as update:
             samples = _model_samples(samples_path, seed_list, sampler, steps, time_grid, batch_size, no_ema,
-                                     overrides, device, update)
-            result = fid.evaluate(samples, ref, ext, wanted, dev)
+                                     overrides, device, update and (lambda k: update(k * world.size)))
+            result = fid.evaluate(samples, ref, ext, wanted, dev, world)
+    if result is None:  # a rank other than 0
+        return
     if save_ref:  # features too when they will be needed: KID or precision/recall asked (or already in REF)
         keep = bool({"kid", "prc"} & set(wanted)) if D.is_source(ref) else result.ref.feats is not None
         fid.save_stats(save_ref, result.ref, result.ref_desc, with_features=keep, result=result.record)
-    emit(as_json, result.record, _human(result.record))
+    emit(as_json, result.record, _human(result.record), result=True)
 
 
 def _seeds(path, num, seeds, seed) -> list[int]:

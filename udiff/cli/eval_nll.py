@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from ..registry import NLL_METHODS
-from .options import device_option, emit, json_option, resolve_device, stderr_is_terminal
+from .options import PATH, device_option, emit, json_option, resolve_device
 
 METHODS = NLL_METHODS.names()
 
 
 @click.command("eval-nll", short_help="Likelihood of data under a model, in bits/dim.")
-@click.argument("model_path", metavar="MODEL")
+@click.argument("model_path", type=PATH, metavar="MODEL")
 @click.option("--data", "data_source", required=True, metavar="SOURCE",
               help="Data to evaluate, e.g. fashion-mnist:test (same shape and kind as the training data).")
 @click.option("--method", type=click.Choice(METHODS), default="vlb", show_default=True,
@@ -61,13 +61,13 @@ def command(model_path, data_source, method, steps, repeats, stderr_target, max_
     if steps is not None and method != "vlb":
         raise click.UsageError("--steps applies to --method vlb (the ODE solver picks its own steps; see --tol)")
 
-    import sys
     import time
 
     from .. import artifacts
     from .. import data as D
     from ..build import model_from_artifact
     from ..likelihood import evaluate
+    from .models import progress
 
     art = artifacts.load(model_path, ("model", "checkpoint"))
     model, _, info = model_from_artifact(art, ema=not no_ema)
@@ -78,21 +78,19 @@ def command(model_path, data_source, method, steps, repeats, stderr_target, max_
         raise DataError(f"data source {data_source!r}: {kind} items of shape {tuple(ds.shape)}, but {model_path} "
                         f"was trained on {want}; give data like its training data ({info.get('source')})")
     dev = resolve_device(device)
-    bar = None
-    if stderr_is_terminal():
-        from tqdm import tqdm
-        bar = tqdm(total=len(ds), unit="item", file=sys.stderr, dynamic_ncols=True)
+    from .. import distributed
+
+    world = distributed.world()
     t0 = time.perf_counter()
-    est = evaluate(model, ds.tensor, image8=ds.is_image8, method=method, steps=steps or 0, repeats=repeats,
-                   stderr=stderr_target, max_repeats=max_repeats, batch_size=batch_size, seed=seed, device=dev,
-                   rtol=tol, atol=tol,
-                   progress=bar.update if bar else None)
+    with progress(len(ds), "item", "udiff eval-nll") as update:
+        est = evaluate(model, ds.tensor, image8=ds.is_image8, method=method, steps=steps or 0, repeats=repeats,
+                       stderr=stderr_target, max_repeats=max_repeats, batch_size=batch_size, seed=seed, device=dev,
+                       rtol=tol, atol=tol, progress=update, world=world)
     seconds = time.perf_counter() - t0
-    if bar:
-        bar.close()
     rate = est.n / seconds if seconds > 0 else 0.0
     record = {**est.as_dict(), "data": data_source, "model": art.meta.get("udiff.sha256"), "ema": not no_ema,
-              "seed": seed, "seconds": round(seconds, 3), "items_per_second": round(rate, 2), "device": str(dev)}
+              "seed": seed, "seconds": round(seconds, 3), "items_per_second": round(rate, 2), "device": str(dev),
+              "world_size": world.size}
     if method == "ode":
         record["tol"] = tol
     err = f" ± {est.stderr:.4f}" if est.stderr is not None else ""
@@ -101,4 +99,4 @@ def command(model_path, data_source, method, steps, repeats, stderr_target, max_
     terms = ", ".join(f"{k} {v:.4f}" for k, v in est.terms.items())
     emit(as_json, record,
          f"udiff eval-nll: {est.value:.4f}{err} {est.units} ({how}; {terms}) over {est.n} items of {data_source} "
-         f"× {est.repeats} repeats, {rate:.1f} items/s on {dev}; {est.bounds}")
+         f"× {est.repeats} repeats, {rate:.1f} items/s on {dev}; {est.bounds}", result=True)

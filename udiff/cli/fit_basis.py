@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from .options import emit, json_option, override, set_option
+from .options import PATH, check_outputs, emit, json_option, override, set_option
 
 
 @click.command("fit-basis", short_help="Fit a basis (pixel, PCA, DCT, Haar) to data.")
-@click.argument("recipe_path", metavar="RECIPE")
-@click.option("-o", "--out", required=True, metavar="BASIS", help="Basis artifact to write (safetensors).")
+@click.argument("recipe_path", type=PATH, metavar="RECIPE")
+@click.option("-o", "--out", required=True, type=PATH, metavar="BASIS", help="Basis artifact to write (safetensors).")
 @click.option("--data", "data_source", metavar="SOURCE", help="Data source; overrides [data] source.")
 @set_option
 @json_option
@@ -21,7 +21,7 @@ def command(recipe_path, out, data_source, overrides, as_json):
 
     \b
     udiff fit-basis recipes/gud-haar-fashion.toml -o run/basis.safetensors
-    udiff fit-basis recipes/gud-pca-fashion.toml --data fashion-mnist:train -o run/pca.safetensors --json
+    udiff fit-basis @gud-pca-cifar10 --data cifar10:PATH/cifar-10-python.tar.gz:train -o run/pca.safetensors --json
     """
     from .. import artifacts
     from .. import data as D
@@ -30,6 +30,7 @@ def command(recipe_path, out, data_source, overrides, as_json):
 
     extra = list(overrides) + ([override("data", "source", data_source)] if data_source else [])
     rec = R.load(recipe_path, extra)
+    check_outputs(out)
     ds = D.load(rec.data.source, rec.data.limit)
     info = ds.info()
     tensors = fit_basis(rec, ds.unit())

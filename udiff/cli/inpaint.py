@@ -6,19 +6,19 @@ import click
 
 from ..images import IMAGE_EXTS
 from ..registry import GRIDS, INPAINT_METHODS, MASKS, SAMPLERS
-from .options import device_option, emit, json_option, set_option
+from .options import PATH, check_outputs, device_option, emit, grid_scale_option, json_option, set_option
 
 
 @click.command("inpaint", short_help="Fill in the unknown part of images.")
-@click.argument("model_path", metavar="MODEL")
-@click.argument("image", metavar="IMAGE")
-@click.option("--mask", "mask_spec", required=True, metavar="MASK",
+@click.argument("model_path", type=PATH, metavar="MODEL")
+@click.argument("image", type=PATH, metavar="IMAGE")
+@click.option("--mask", "mask_spec", required=True, type=PATH, metavar="MASK",
               help=f"Known part: a PNG (white = known), a safetensors file with key `mask`, or a named missing "
                    f"region: {', '.join(MASKS.names())}.")
-@click.option("-o", "--out", metavar="OUT", help="Result: a .png picture, or a samples artifact (.safetensors).")
-@click.option("--grid", "grid_png", metavar="PNG", help="Also write input | mask | result side by side.")
-@click.option("--grid-scale", type=click.IntRange(1, 16), default=1, show_default=True, metavar="S",
-              help="Enlarge each pixel of the picture S times.")
+@click.option("-o", "--out", type=PATH, metavar="OUT",
+              help="Result: a .png picture, or a samples artifact (.safetensors).")
+@click.option("--grid", "grid_png", type=PATH, metavar="PNG", help="Also write input | mask | result side by side.")
+@grid_scale_option
 @click.option("--method", type=click.Choice(INPAINT_METHODS.names()), default="replace", show_default=True,
               help="replace: known pixels replaced by the forward process at every step; soft: known "
                    "components held at low noise (GUD).")
@@ -30,7 +30,7 @@ from .options import device_option, emit, json_option, set_option
 @click.option("--sampler", type=click.Choice(SAMPLERS.names()), help="Sampler; overrides [sample] sampler.")
 @click.option("--steps", type=click.IntRange(min=1), metavar="K", help="Steps; overrides [sample] steps.")
 @click.option("--time-grid", type=click.Choice(GRIDS.names()), help="Time grid; overrides [sample] grid.")
-@click.option("--basis", "basis_path", metavar="BASIS", help="Check that MODEL was trained in this basis.")
+@click.option("--basis", "basis_path", type=PATH, metavar="BASIS", help="Check that MODEL was trained in this basis.")
 @set_option
 @device_option
 @json_option
@@ -60,6 +60,7 @@ def command(model_path, image, mask_spec, out, grid_png, grid_scale, method, res
 
     if not out and not grid_png:
         raise click.UsageError("nothing to write: give -o OUT and/or --grid PNG")
+    check_outputs(out, grid_png)
     run = load_for_sampling(model_path, overrides, sampler=sampler, steps=steps, time_grid=time_grid,
                             basis_path=basis_path, device=device)
     shape, rec, info, dev = tuple(run.info["shape"]), run.recipe, run.info, run.device

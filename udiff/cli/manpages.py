@@ -19,6 +19,11 @@ from .. import recipe as R
 from . import COMMANDS, cli
 
 
+EXIT_STATUS = ("0 success; 1 a failure of the work (training diverged, a NaN or Inf result, a solver that gave up; "
+               "nothing is written); 2 a usage or input error (one line on stderr naming the problem and the fix; "
+               "nothing is written); 130 interrupted. Standard output holds only results; logs go to stderr.")
+
+
 def _esc(text: str) -> str:
     text = text.replace("\\", "\\\\").replace("-", "\\-")
     return "\n".join(("\\&" + line) if line.startswith((".", "'")) else line for line in text.splitlines())
@@ -51,12 +56,15 @@ def page(name: str, command: click.Command, parent: click.Context | None) -> str
         lines.append(".SH OPTIONS")
         for opt, text in records:
             lines += [".TP", f"\\fB{_esc(opt)}\\fR", _esc(text)]
+    lines += [".SH EXIT STATUS", _esc(EXIT_STATUS)]
     if isinstance(command, click.Group):
         lines.append(".SH COMMANDS")
-        for sub in COMMANDS:
+        subs = command.list_commands(ctx)
+        for sub in subs:
             cmd = command.get_command(ctx, sub)
             lines += [".TP", f"\\fB{_esc(sub)}\\fR", _esc(cmd.get_short_help_str(200))]
-        lines += [".SH SEE ALSO", ", ".join(f"\\fBudiff\\-{_esc(s)}\\fR(1)" for s in COMMANDS)
+        prefix = full.replace(" ", "-")
+        lines += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(prefix)}\\-{_esc(s)}\\fR(1)" for s in subs)
                   + ", \\fBudiff\\-recipe\\fR(5)"]
     return "\n".join(lines) + "\n"
 
@@ -73,7 +81,12 @@ def pages() -> dict[str, str]:
     root = click.Context(cli, info_name="udiff", **cli.context_settings)
     out = {"udiff.1": page("udiff", cli, None), "udiff-recipe.5": recipe_page()}
     for name in COMMANDS:
-        out[f"udiff-{name}.1"] = page(name, cli.get_command(root, name), root)
+        cmd = cli.get_command(root, name)
+        out[f"udiff-{name}.1"] = page(name, cmd, root)
+        if isinstance(cmd, click.Group):  # udiff plot schedule ...: a page per subcommand too
+            ctx = click.Context(cmd, info_name=name, parent=root)
+            for sub in cmd.list_commands(ctx):
+                out[f"udiff-{name}-{sub}.1"] = page(sub, cmd.get_command(ctx, sub), ctx)
     return out
 
 

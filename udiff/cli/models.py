@@ -77,10 +77,29 @@ def autocast(dev):
 
 
 @contextlib.contextmanager
-def progress(total: int, unit: str):
-    """A tqdm bar on stderr when it is a terminal: yields its update function, or None."""
-    if not sys.stderr.isatty():
+def progress(total: int, unit: str, what: str = "udiff", every: float = 30.0):
+    """Progress on stderr: a tqdm bar when it is a terminal, else a plain line every `every` seconds (a log
+    file or CI sees that a long run moves); nothing with --quiet, nor from ranks other than 0 under torchrun.
+    Yields the update function, or None."""
+    from . import options
+
+    if options.QUIET or not options.is_main():
         yield None
+        return
+    if not sys.stderr.isatty():
+        import time
+
+        state = {"done": 0, "last": time.monotonic(), "t0": time.monotonic()}
+
+        def update(n=1):
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["last"] >= every and state["done"] < total:
+                state["last"] = now
+                click.echo(f"{what}: {state['done']}/{total} {unit}s ({100 * state['done'] / max(total, 1):.0f}%), "
+                           f"{now - state['t0']:.0f} s", err=True)
+
+        yield update
         return
     from tqdm import tqdm
 
@@ -122,7 +141,7 @@ def sample_tensors(x, seeds, image8: bool) -> dict:
     return out
 
 
-def write_samples(out, tensors: dict, recipe_json: str, meta: dict, *, grid_png=None, grid_scale: int = 1,
+def write_samples(out, tensors: dict, recipe_json: str, meta: dict, *, grid_png=None, grid_scale: int | None = None,
                   pictures=None):
     """The samples artifact at `out` ("-": stdout) and the picture at `grid_png`, both or neither: written under
     temporary names and renamed together. `pictures`: float images in [-1, 1] when the tensors hold no

@@ -10,10 +10,30 @@ import click
 from ..errors import UdiffError
 
 
+# Path arguments and options: shells complete file names for them (click's completion says "file"); nothing is
+# checked here, the commands give their own one-line errors ("-" is stdin or stdout where a command allows it).
+PATH = click.Path(allow_dash=True)
+
+
 def set_option(f):
     return click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                         help="Override a recipe key (repeatable), e.g. --set train.steps=2000. Values are "
                              "read as TOML; bare words are strings.")(f)
+
+
+def grid_scale_option(f):
+    return click.option("--grid-scale", type=click.IntRange(1, 16), metavar="S",
+                        help="Enlarge each pixel of the picture S times [default: the least S that makes the picture "
+                             "at least 256 pixels on its longer side].")(f)
+
+
+def check_outputs(*paths):
+    """Refuse unwritable outputs (a directory, a path under a file, -o - on a terminal) before any work is done."""
+    from ..artifacts import check_output
+
+    for p in paths:
+        if p:
+            check_output(p)
 
 
 def device_option(f):
@@ -32,24 +52,43 @@ def override(section: str, key: str, value) -> str:
 
 
 def resolve_device(name: str):
-    """'auto' → cuda if available else cpu; a named CUDA device must exist."""
+    """'auto' → cuda if available else cpu; a named CUDA device must exist. Under torchrun each process takes
+    the CUDA device of its LOCAL_RANK, and joins the run's process group (udiff/distributed.py)."""
     import torch
 
+    from .. import distributed
+
+    world = distributed.world()
     name = (name or "auto").strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UdiffError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise UdiffError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UdiffError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if world.size > 1:
+            if dev.index is not None:
+                raise UdiffError(f"--device {name}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                                 "give --device cuda or auto (choose GPUs with CUDA_VISIBLE_DEVICES)")
+            dev = torch.device("cuda", world.local_rank)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UdiffError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise UdiffError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+                             + (f" for LOCAL_RANK {world.local_rank}" if world.size > 1 else ""))
     elif dev.type != "cpu":
         raise UdiffError(f"--device {name}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    distributed.start(dev)
     return dev
+
+
+def is_main() -> bool:
+    """This process writes outputs and prints: the only process, or rank 0 under torchrun."""
+    from .. import distributed
+
+    return distributed.world().main
 
 
 def seed_list_of(num, seeds, first: int) -> list[int]:
@@ -66,13 +105,42 @@ def seed_list_of(num, seeds, first: int) -> list[int]:
     return seed_list
 
 
+QUIET = False  # --quiet: no progress, no log lines; results (stdout) and errors still appear
+
+
 def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    """Whether to draw progress bars: stderr is a terminal, --quiet was not given, and this is rank 0 under torchrun."""
+    return sys.stderr.isatty() and not QUIET and is_main()
 
 
-def emit(as_json: bool, record: dict, human: str):
-    """The result of a command: a JSON object on stdout with --json, else one human line on stderr."""
+def log(text: str):
+    """A line for the user on stderr (not a result), unless --quiet; from rank 0 alone under torchrun."""
+    if not QUIET and is_main():
+        click.echo(text, err=True)
+
+
+def finite_json(value):
+    """NaN and Inf → None (JSON has no NaN), in nested dicts and lists."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def emit(as_json: bool, record: dict, human: str, *, result: bool = False):
+    """The outcome of a command: a JSON object on stdout with --json; else one human line, on stdout when it is the
+    result itself (`result`: a number the command computes and writes nowhere else), on stderr when it reports
+    the files written (a log, silenced by --quiet). From rank 0 alone under torchrun."""
+    if not is_main():
+        return
     if as_json:
-        click.echo(json.dumps(record, sort_keys=True))
+        click.echo(json.dumps(finite_json(record), sort_keys=True, allow_nan=False))
+    elif result:
+        click.echo(human)
     else:
-        click.echo(human, err=True)
+        log(human)

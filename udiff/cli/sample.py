@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
-from .options import device_option, emit, json_option, seed_list_of, set_option
+from .options import (PATH, check_outputs, device_option, emit, grid_scale_option, json_option, seed_list_of,
+                      set_option)
 
 
 @click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
-@click.argument("model_path", metavar="MODEL|RECIPE")
+@click.argument("model_path", type=PATH, metavar="MODEL|RECIPE")
 @click.option("-n", "--num", type=click.IntRange(min=1), metavar="N", help="Number of samples (seeds SEED..SEED+N-1).")
 @click.option("--seeds", metavar="LIST", help="Seeds, e.g. 0-63 or 0-9,100: sample k uses seed k.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
@@ -19,14 +20,14 @@ from .options import device_option, emit, json_option, seed_list_of, set_option
 @click.option("--steps", type=click.IntRange(min=1), metavar="K",
               help="Steps; overrides [sample] steps (a target recipe: target-gradient evaluations per sample).")
 @click.option("--time-grid", type=click.Choice(GRIDS), help="Time grid; overrides [sample] grid.")
-@click.option("-o", "--out", metavar="SAMPLES", help="Samples artifact to write ('-' for stdout).")
-@click.option("--grid", "grid_png", metavar="PNG", help="Also write a picture of the samples (image data only).")
-@click.option("--grid-scale", type=click.IntRange(1, 16), default=1, show_default=True, metavar="S",
-              help="Enlarge each pixel of the picture S times.")
+@click.option("-o", "--out", type=PATH, metavar="SAMPLES", help="Samples artifact to write ('-' for stdout).")
+@click.option("--grid", "grid_png", type=PATH, metavar="PNG",
+              help="Also write a picture of the samples (image data only).")
+@grid_scale_option
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="B",
               help="Samples per batch; overrides [sample] batch_size.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
-@click.option("--basis", "basis_path", metavar="BASIS", help="Check that MODEL was trained in this basis.")
+@click.option("--basis", "basis_path", type=PATH, metavar="BASIS", help="Check that MODEL was trained in this basis.")
 @click.option("--compare", is_flag=True, help="Target recipes: also run the other samplers on the same budget and "
               "seeds, and report their metrics (the samples written are the recipe's sampler's).")
 @set_option
@@ -56,10 +57,16 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
         raise click.UsageError("nothing to write: give -o SAMPLES and/or --grid PNG")
     if out == "-" and as_json:
         raise click.UsageError("--json and -o - both write to stdout; choose one")
+    check_outputs(out, grid_png)
     seed_list = seed_list_of(num, seeds, seed)
     from .sample_target import looks_like_recipe, sample_target
 
     if looks_like_recipe(model_path):
+        from .. import distributed
+
+        if distributed.world().size > 1:
+            raise click.UsageError(f"{model_path}: a target recipe samples in one process (its particles interact); "
+                                   "run it without torchrun")
         return sample_target(model_path, seed_list, sampler=sampler, steps=steps, time_grid=time_grid, out=out,
                              grid_png=grid_png, batch_size=batch_size, no_ema=no_ema, basis_path=basis_path,
                              compare=compare, overrides=overrides, device=device, as_json=as_json)
@@ -78,18 +85,23 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     if grid_png and len(run.info["shape"]) != 3:
         raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape "
                                f"{tuple(run.info['shape'])}")
+    from .. import distributed
+
+    world = distributed.world()
     t0 = time.perf_counter()
     with progress(len(seed_list), "sample") as update:
         x, used = generate(run.model, seed_list, run.plan, batch_size=run.recipe.sample.batch_size,
-                           device=run.device, autocast=autocast(run.device), progress=update)
+                           device=run.device, autocast=autocast(run.device), progress=update, world=world)
     seconds = time.perf_counter() - t0
+    if not world.main:  # rank 0 writes
+        return
     tensors = sample_tensors(x, seed_list, run.image8)
-    meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list),
+    meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list), "world_size": world.size,
                               "model": run.artifact.meta.get("udiff.sha256")}, "udiff.data": run.info}
     write_samples(out, tensors, run.recipe.to_json(), meta, grid_png=grid_png, grid_scale=grid_scale,
                   pictures=None if run.image8 else x)
     wrote = " and ".join(p for p in (out if out != "-" else None, grid_png) if p) or "stdout"
     emit(as_json, {"out": out, "grid": grid_png, "n": len(seed_list), **used, "seconds": round(seconds, 3),
-                   "device": str(run.device)},
+                   "device": str(run.device), "world_size": world.size},
          f"udiff sample: wrote {wrote}: {len(seed_list)} samples, {used['sampler']} {used['steps']} steps "
          f"({used['nfe']} NFE), {seconds:.1f} s on {run.device}")

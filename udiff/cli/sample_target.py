@@ -10,21 +10,33 @@ from .options import emit, override, resolve_device, stderr_is_terminal
 
 
 def looks_like_recipe(path: str) -> bool:
-    """A .toml path, or a file that is no safetensors artifact but TOML with a [target] section."""
-    if path.endswith(".toml"):
+    """Only a .toml path (or a shipped recipe's @NAME) is read as a recipe: a target recipe may run code
+    ([target] kind = "python"), so a file named like an artifact never is. A TOML file with [target] under another
+    name is refused with a hint."""
+    from ..recipe import is_shipped_name
+
+    if path.endswith(".toml") or is_shipped_name(path):
         return True
-    if path == "-" or not os.path.isfile(path):
+    if path == "-" or path.endswith(".safetensors") or not os.path.isfile(path):
         return False
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 20)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+    except OSError:
+        return False
     if len(head) > 8 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         return False
     from .. import recipe as R
+    from ..errors import UdiffError
 
     try:
-        return "target" in R.tomllib.loads(head.decode("utf-8"))
+        is_target = "target" in R.tomllib.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, R.tomllib.TOMLDecodeError):
         return False
+    if is_target:
+        raise UdiffError(f"{path}: a target recipe must be named *.toml to be read as one (a [target] recipe can "
+                         "run Python code); rename it")
+    return False
 
 
 def sample_target(recipe_path, seed_list, *, sampler, steps, time_grid, out, grid_png, batch_size, no_ema,
@@ -38,11 +50,9 @@ def sample_target(recipe_path, seed_list, *, sampler, steps, time_grid, out, gri
             raise click.UsageError(f"{flag} applies to model artifacts; {recipe_path} is a target recipe")
     if not out:
         raise click.UsageError("nothing to write: give -o SAMPLES")
-    if out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        from ..errors import ArtifactError
+    from ..artifacts import check_output
 
-        raise ArtifactError(f"{out}: directory {os.path.dirname(os.path.abspath(out))} does not exist; create it "
-                            "first")
+    check_output(out)
     if sampler is not None and sampler not in R.TARGET_SAMPLERS:
         raise click.UsageError(f"--sampler {sampler}: samples models; a target recipe takes "
                                f"{', '.join(R.TARGET_SAMPLERS)}")

@@ -6,9 +6,11 @@ import json
 
 import click
 
+from .options import PATH
+
 
 @click.command("show", short_help="Describe an artifact: kind, recipe, tensors.")
-@click.argument("path", metavar="ARTIFACT")
+@click.argument("path", type=PATH, metavar="ARTIFACT")
 @click.option("--recipe", "recipe_only", is_flag=True, help="Print only the recipe, as TOML.")
 @click.option("--json", "as_json", is_flag=True, help="Print kind, metadata and tensor shapes as JSON.")
 def command(path, recipe_only, as_json):

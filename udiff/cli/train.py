@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .options import (device_option, emit, json_option, override, resolve_device, set_option,
-                      stderr_is_terminal)
+from ..errors import UdiffError
+from .options import (PATH, check_outputs, device_option, emit, is_main, json_option, override, resolve_device,
+                      set_option, stderr_is_terminal)
 
 
 @click.command("train", short_help="Train a model from a recipe.")
-@click.argument("recipe_path", metavar="RECIPE")
-@click.option("-o", "--out", required=True, metavar="MODEL",
+@click.argument("recipe_path", type=PATH, metavar="RECIPE")
+@click.option("-o", "--out", required=True, type=PATH, metavar="MODEL",
               help="Model artifact to write (safetensors). A checkpoint MODEL.ckpt.safetensors is kept beside it.")
 @click.option("--data", "data_source", metavar="SOURCE", help="Data source; overrides [data] source.")
-@click.option("--basis", "basis_path", metavar="BASIS",
+@click.option("--basis", "basis_path", type=PATH, metavar="BASIS",
               help="Basis artifact from `udiff fit-basis` [default: fit the basis to the training data].")
 @set_option
 @device_option
@@ -28,6 +29,10 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
     random numbers of every step are a function of the seed and the step), and gives the same weights as
     an uninterrupted run. Raising [train] steps and rerunning continues training. Progress goes to
     stderr when it is a terminal.
+
+    The training history (every [train] log_every steps: mean loss, learning rate, gradient norm, img/s) is
+    kept as JSON lines in the metadata entry udiff.history of the checkpoint and of MODEL, continued across
+    resumes; `udiff plot history MODEL -o history.png` draws it.
 
     \b
     udiff train recipes/digits.toml -o run/model.safetensors
@@ -51,6 +56,10 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
     rec = R.load(recipe_path, extra)
     if as_json and out == "-":
         raise click.UsageError("--json and -o - both write to stdout; choose one")
+    if not dry_run:
+        from ..train import checkpoint_path
+
+        check_outputs(out, checkpoint_path(out) if out != "-" else None)
     ds = D.load(rec.data.source, rec.data.limit)
     if isinstance(rec.net, R.ClassifierSpec):
         if basis_path:
@@ -63,15 +72,19 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
 
     rec = resolve(rec, info)
     if dry_run:
-        click.echo(rec.toml())
+        if is_main():
+            click.echo(rec.toml())
         return
     dev = resolve_device(device)
+    from .. import distributed
+
+    world = distributed.world()
 
     import torch
 
     from .. import artifacts
     from ..model import GaussianModel
-    from ..train import export_state, fit_gaussian, train
+    from ..train import export_state, fit_gaussian, history_lines, train
 
     fitted = load_basis(basis_path, rec, ds.shape) if basis_path else fit_basis(rec, ds.unit())
     torch.manual_seed(rec.train.seed)
@@ -80,17 +93,28 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
         result = fit_gaussian(model, ds, dev)
         how = "fitted mean and covariance (no gradient steps)"
     else:
-        result = train(model, ds, rec, device=dev, out_path=out, data_info=info, fresh=fresh,
-                       progress=stderr_is_terminal())
-        how = (f"{result.steps} steps" + (f" (resumed at {result.start_step})" if result.start_step else "")
-               + f", {result.images_per_second:.0f} img/s on {result.device}, loss {result.loss:.4g}")
+        from . import options
+
+        bar = stderr_is_terminal()
+        quiet = bar or options.QUIET or not world.main
+        lines = None if quiet else (lambda line: click.echo(f"udiff train: {line}", err=True))
+        result = train(model, ds, rec, device=dev, out_path=out, data_info=info, fresh=fresh, progress=bar,
+                       report=lines, world=world)
+        on = f"{result.device}" + (f" × {world.size} processes" if world.size > 1 else "")
+        if result.start_step == result.steps:  # a finished run rerun: nothing trained, the checkpoint's model written
+            how = f"already trained to step {result.steps} (raise [train] steps to continue), loss {result.loss:.4g}"
+            result.images_per_second = None
+        else:
+            how = (f"{result.steps} steps" + (f" (resumed at {result.start_step})" if result.start_step else "")
+                   + f", {result.images_per_second:.0f} img/s on {on}, loss {result.loss:.4g}")
     n_params = sum(p.numel() for p in model.parameters())
-    artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
-        "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
-        "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"}})
+    if world.main:  # one writer
+        artifacts.save(out, export_state(model, result.ema_state), "model", rec.to_json(), meta={
+            "udiff.data": info, "udiff.train": {**result.as_dict(), "parameters": n_params},
+            "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"},
+            **({"udiff.history": history_lines(result.history)} if result.history else {})})
     emit(as_json, {"out": out, "parameters": n_params, **result.as_dict()},
          f"udiff train: wrote {out}: {how}")
-
 
 
 def train_classifier(rec, ds, out, device, dry_run, as_json):
@@ -106,6 +130,11 @@ def train_classifier(rec, ds, out, device, dry_run, as_json):
     if dry_run:
         click.echo(rec.toml())
         return
+    from .. import distributed
+
+    if distributed.world().size > 1:
+        raise UdiffError("a classifier recipe ([net] kind = \"classifier\") trains in one process; run it without "
+                         "torchrun")
     dev = resolve_device(device)
     classes = classify.num_classes(train, test)
     torch.manual_seed(rec.train.seed)

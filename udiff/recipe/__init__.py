@@ -15,6 +15,13 @@ A target recipe (`udiff sample RECIPE`, no model) has only [target], a density k
 "gmm" | "grid" | "circle" | "separated" | "rings" | "funnel" | "fitted" | "python"), and [sample] (the sampler
 and its budget).
 
+A recipe argument is a path to a TOML file, or `@NAME` for a recipe shipped with udiff (`udiff recipes` lists
+them; after a non-editable install they live in the package's data).
+
+A [target] kind = "python" recipe runs code: its `function` (and `exact`) "module:function" is imported from the
+current directory first, then PYTHONPATH (as `python -m` does), and called. That key is the only way a recipe
+imports anything, and only *.toml files (or @NAME) are read as recipes.
+
 Sections with a `kind` key take the keys of the chosen kind. Every value is checked once, at load: unknown
 sections and keys, wrong types and out-of-range values are refused with a message that names the file,
 section and key and says what is allowed. `--set section.key=value` overrides are applied before that check,
@@ -34,6 +41,8 @@ from .schema import (_KINDS, _MISSING, _PLAIN, DEFAULT_KINDS, kinds, opt, parse_
                      spec_class, tomllib, _toml_value)
 from .target import *  # noqa: F401,F403 - the target recipe's specs and names
 from .target import TARGET_SECTIONS, TargetRecipe, TargetSampleSpec, target_from_dict  # noqa: F401
+from . import shipped
+from .shipped import is_shipped_name  # noqa: F401
 
 
 def from_dict(raw: dict, origin: str = "<recipe>", overrides=()):
@@ -52,24 +61,31 @@ def load(path: str, overrides: tuple[str, ...] | list[str] = (), target: Optiona
     `target`: False (the default) wants a model recipe, True a target recipe (with [target]; returns a
     TargetRecipe), None either.
     """
+    origin, path = path, shipped.resolve(path)
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
+        hint = (f"; did you mean @{origin} (a shipped recipe)?"
+                if not shipped.is_shipped_name(origin) and origin in shipped.catalogue() else "")
+        raise RecipeError(f"{origin}: no such recipe file{hint}") from None
     except IsADirectoryError:
-        raise RecipeError(f"{path}: is a directory, expected a TOML recipe file") from None
+        raise RecipeError(f"{origin}: is a directory, expected a TOML recipe file") from None
+    except PermissionError:
+        raise RecipeError(f"{origin}: permission denied; make the recipe readable (chmod +r)") from None
+    except OSError as e:
+        raise RecipeError(f"{origin}: cannot read the recipe ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML ({e})") from None
+        raise RecipeError(f"{origin}: not valid TOML ({e})") from None
     except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not a text file; expected a TOML recipe") from None
+        raise RecipeError(f"{origin}: not a text file; expected a TOML recipe") from None
     if target is not None and isinstance(raw, dict) and ("target" in raw) != target:
         if target:
-            raise RecipeError(f"{path}: has no [target] section; `udiff sample` takes a model artifact (from udiff "
+            raise RecipeError(f"{origin}: has no [target] section; `udiff sample` takes a model artifact (from udiff "
                               "train) or a target recipe whose [target] gives the density to sample")
-        raise RecipeError(f"{path}: is a target recipe ([target]: a density to sample, no model); run "
-                          f"`udiff sample {path} -n N -o SAMPLES`")
-    return from_dict(raw, origin=path, overrides=overrides)
+        raise RecipeError(f"{origin}: is a target recipe ([target]: a density to sample, no model); run "
+                          f"`udiff sample {origin} -n N -o SAMPLES`")
+    return from_dict(raw, origin=origin, overrides=overrides)
 
 
 def loads(text: str, overrides=(), origin: str = "<recipe>") -> Recipe:

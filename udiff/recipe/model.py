@@ -334,7 +334,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @spec("train")
 class TrainSpec:
-    steps: int = opt(10000, doc="optimizer steps", min=0)
+    steps: int = opt(10000, doc="optimizer steps", min=0, max=10**9)
     batch_size: int = opt(128, doc="images per step", min=1)
     lr: float = opt(2e-4, doc="peak learning rate (AdamW)", min=0.0, min_open=True)
     weight_decay: float = opt(0.0, doc="AdamW weight decay", min=0.0)
@@ -351,6 +351,8 @@ class TrainSpec:
                        min_open=True)
     checkpoint_every: int = opt(1000, doc="write a resumable checkpoint every N steps (0 = only at the end)",
                                 min=0)
+    log_every: int = opt(50, doc="one row of the training history (mean loss, lr, gradient norm, img/s) every N "
+                                 "steps, stored in the checkpoint and the model (udiff plot history)", min=1)
     seed: int = opt(0, doc="seed of the run (data order, times, noise, dropout)", min=0, max=2**31 - 1)
     precision: str = opt("auto", doc="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
                          choices=PRECISIONS)

@@ -201,6 +201,8 @@ def _scalar(v, tp, where):
         raise bad
     if tp is int:
         if isinstance(v, int):
+            if not -2**63 <= v < 2**63:
+                raise RecipeError(f"{where}: {v} is out of range (TOML integers are 64-bit)")
             return v
         if isinstance(v, float) and v.is_integer():
             return int(v)
