@@ -157,10 +157,15 @@ def parse_labels(text: str) -> list[int]:
     return out
 
 
-def drop_labels(labels: torch.Tensor, p: float, classes: int) -> torch.Tensor:
-    """[train] label_dropout: each label replaced by the null class `classes` with probability p (the same network
-    then also learns the unconditional model, for classifier-free guidance)."""
-    if p <= 0:
-        return labels
-    drop = torch.rand(labels.shape, device=labels.device) < p
-    return torch.where(drop, torch.full_like(labels, classes), labels)
+def check_labels(labels, classes: int, source: str) -> None:
+    """A class-conditional recipe needs labels 0 ... classes − 1 in its data (DataError otherwise)."""
+    from .classify import LABELLED
+    from .errors import DataError
+
+    if labels is None:
+        raise DataError(f"data source {source!r}: has no labels, but [net] classes = {classes} needs them "
+                        f"({LABELLED})")
+    top = int(labels.max()) if len(labels) else -1
+    if top >= classes:
+        raise DataError(f"data source {source!r}: has label {top}, beyond [net] classes = {classes}; set classes = "
+                        f"{top + 1}")

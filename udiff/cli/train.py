@@ -40,10 +40,12 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
 
     A recipe with [net] kind = "classifier" trains an image classifier on labelled data instead (cross-entropy,
     no checkpoints) and writes a `classifier` artifact with its accuracy on held-out data, for
-    `udiff eval-fid --extractor classifier:PATH`.
+    `udiff eval-fid --extractor classifier:PATH`. With [net] kind = "noisy-classifier" it trains a
+    noise-conditional classifier of the recipe's process and schedule, for `udiff sample --classifier`.
 
     \b
     udiff train recipes/classifier-fashion-mnist.toml -o run/classifier.safetensors
+    udiff train recipes/psld-fashion-mnist.toml --set net.kind=noisy-classifier -o run/noisy.safetensors
     """
     from .. import data as D
     from .. import recipe as R
@@ -65,7 +67,13 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
         if basis_path:
             raise click.UsageError("--basis: a classifier recipe ([net] kind = \"classifier\") has no basis")
         return train_classifier(rec, ds, out, device, dry_run, as_json)
+    if isinstance(rec.net, R.NoisyClassifierSpec):
+        return train_noisy_classifier(rec, ds, out, basis_path, device, dry_run, as_json)
     info = ds.info()
+    if getattr(rec.net, "classes", 0):
+        from ..guidance import check_labels
+
+        check_labels(ds.labels, rec.net.classes, ds.source)
 
     from ..build import build_model, fit_basis, resolve
     from .fit_basis import load_basis
@@ -149,3 +157,45 @@ def train_classifier(rec, ds, out, device, dry_run, as_json):
          f"udiff train: wrote {out}: classifier, {result.steps} steps, {result.images_per_second:.0f} img/s on "
          f"{result.device}, loss {result.loss:.4g}; test accuracy {100 * result.test_accuracy:.2f}% on "
          f"{result.n_test} images of {test_source}")
+
+
+def train_noisy_classifier(rec, ds, out, basis_path, device, dry_run, as_json):
+    """[net] kind = "noisy-classifier": fit on noisy states of labelled images at random times, test at each of
+    classify.NOISY_TIMES, write a `noisy-classifier` artifact."""
+    import torch
+
+    from .. import artifacts
+    from .. import classify
+    from .. import data as D
+    from .. import distributed
+    from ..build import build_model, fit_basis
+    from ..train import export_state
+    from .fit_basis import load_basis
+
+    train, test, test_source = classify.split(ds, rec.net.test, rec.net.holdout, D.load)
+    if dry_run:
+        click.echo(rec.toml())
+        return
+    if distributed.world().size > 1:
+        raise UdiffError("a classifier recipe ([net] kind = \"noisy-classifier\") trains in one process; run it "
+                         "without torchrun")
+    dev = resolve_device(device)
+    classes = classify.num_classes(train, test)
+    info = {**train.info(), "classes": classes}
+    fitted = load_basis(basis_path, rec, train.shape) if basis_path else fit_basis(rec, train.unit())
+    torch.manual_seed(rec.train.seed)
+    model = build_model(rec, info, fitted)
+    result = classify.fit(model, train, test, test_source, rec.train, hflip=rec.data.hflip, device=dev,
+                          progress=stderr_is_terminal())
+    levels = classify.noisy_accuracy(model, test, device=dev)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    summary = {**result.as_dict(), "classes": classes, "shape": list(train.shape), "parameters": n_params,
+               "accuracy_at_t": {str(t): a for t, a in levels.items()}}
+    artifacts.save(out, export_state(model), "noisy-classifier", rec.to_json(), meta={
+        "udiff.data": info, "udiff.classifier": summary,
+        "udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"}})
+    at = ", ".join(f"{100 * a:.1f}% at t = {t:g}" for t, a in levels.items())
+    emit(as_json, {"out": out, **summary},
+         f"udiff train: wrote {out}: noisy classifier, {result.steps} steps, {result.images_per_second:.0f} img/s "
+         f"on {result.device}, loss {result.loss:.4g}; test accuracy {at} ({result.n_test} images of "
+         f"{test_source})")
