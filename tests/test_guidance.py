@@ -13,8 +13,8 @@ import torch
 from udiff import conversions as C
 from udiff import recipe as R
 from udiff.build import build_model, fit_basis
+from udiff.guidance import Conditioning, ExactClassifier, Guided, Wrapped, parse_labels
 from udiff.nets.gaussian import class_moments
-from udiff.guidance import Conditioning, ExactClassifier, Guided, Wrapped, drop_labels, parse_labels
 from udiff.samplers import generate
 
 D, N = 3, 20000
@@ -184,7 +184,7 @@ def test_labels_travel_with_the_seeds(data):
     labels = torch.tensor([0, 2, 1, 1, 0, 2, 2])
     seeds = [5, 9, 11, 3, 8, 1, 4]
     s, used = generate(model, seeds, batch_size=3, cond=Conditioning(labels, 2.0))
-    assert used["labels"] == labels.tolist() and used["class"] is None
+    assert used["class"] == "per seed (tensor labels)"
     for i in (1, 4):
         one, _ = generate(model, [seeds[i]], batch_size=1, cond=Conditioning(labels[i:i + 1], 2.0))
         assert torch.allclose(one[0], s[i], atol=1e-5)
@@ -204,15 +204,6 @@ def test_conditioning_refuses_what_cannot_work(data):
     assert parse_labels("0*3, 2,1") == [0, 0, 0, 2, 1]
     with pytest.raises(UdiffError, match="not a label"):
         parse_labels("0,x")
-
-
-def test_label_dropout_drops_at_its_rate():
-    torch.manual_seed(0)
-    labels = torch.zeros(100000, dtype=torch.long)
-    out = drop_labels(labels, 0.1, 10)
-    assert set(out.unique().tolist()) == {0, 10}
-    assert abs(float((out == 10).double().mean()) - 0.1) < 0.005
-    assert drop_labels(labels, 0.0, 10) is labels
 
 
 @pytest.mark.parametrize("kind", ["unet", "mlp"])
@@ -238,3 +229,112 @@ def test_class_conditional_networks_see_the_label(kind):
     assert torch.allclose(net(x, label, None), b, atol=1e-5)  # no labels = the null class K
     assert torch.allclose(net(x, label, torch.tensor([0, 0, 0]))[0], a[0], atol=1e-5)
     assert not any("label_embed" in k for k in plain.state_dict())  # unconditional: the artifacts of before
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the CLI: udiff train (class labels, label dropout, the noisy classifier), udiff sample and inpaint.
+
+DIGITS = """
+[data]
+source = "digits"
+[process]
+kind = "{process}"
+[schedule]
+kind = "vp-linear"
+[net]
+kind = "gaussian"
+classes = {classes}
+[sample]
+sampler = "ddim"
+steps = 20
+"""
+
+
+def _nearest_class(images, means):
+    from udiff.data import to_unit
+
+    x = to_unit(images).reshape(len(images), -1).double()
+    return torch.cdist(x, means.reshape(len(means), -1)).argmin(1)
+
+
+def test_cli_samples_of_a_class_carry_their_labels(runner, tmp_path, one_thread):
+    from conftest import invoke, write
+    from udiff import artifacts
+    from udiff import data as Dd
+
+    m = str(tmp_path / "g.safetensors")
+    invoke(runner, ["train", write(tmp_path / "g.toml", DIGITS.format(process="vp", classes=10)), "-o", m])
+    ds = Dd.load("digits")
+    _, means, _ = class_moments(ds.unit(), ds.labels, 10)
+    out = str(tmp_path / "s.safetensors")
+    invoke(runner, ["sample", m, "--seeds", "0-199", "--class", "3", "--guidance", "1.5", "-o", out])
+    art = artifacts.load(out, "samples")
+    assert art.json("udiff.samples")["class"] == 3 and art.json("udiff.samples")["guidance"] == 1.5
+    assert art.tensors["labels"].tolist() == [3] * 200
+    assert float((_nearest_class(art.tensors["images"], means) == 3).double().mean()) > 0.9
+    labels = write(tmp_path / "labels.txt", "\n".join(str(k % 10) for k in range(40)) + "\n")
+    invoke(runner, ["sample", m, "--seeds", "0-39", "--labels", labels, "-o", out])
+    art = artifacts.load(out, "samples")
+    assert art.tensors["labels"].tolist() == [k % 10 for k in range(40)]
+    assert float((_nearest_class(art.tensors["images"], means) == art.tensors["labels"]).double().mean()) > 0.7
+    filled = str(tmp_path / "f.safetensors")
+    invoke(runner, ["inpaint", m, "digits", "-n", "4", "--mask", "lower-half", "--class", "7", "-o", filled])
+    art = artifacts.load(filled, "samples")
+    assert art.json("udiff.inpaint")["class"] == 7 and art.tensors["labels"].tolist() == [7] * 4
+
+
+def test_cli_label_dropout_trains_one_network_for_both(runner, tmp_path, one_thread):
+    """Two far-apart classes in 2-D: the trained MLP's class samples sit at their class, its unconditional ones
+    (the null class) at both."""
+    from safetensors.torch import save_file
+
+    from conftest import invoke, write
+    from udiff import artifacts
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4000) % 2
+    centres = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
+    x = centres[labels] + 0.3 * torch.randn(4000, 2, generator=g)
+    data = str(tmp_path / "two.safetensors")
+    save_file({"x": x, "labels": labels}, data)
+    rec = write(tmp_path / "c.toml", f'[data]\nsource = "tensors:{data}"\n[schedule]\nkind = "vp-linear"\n[net]\n'
+                                     'kind = "mlp"\nhidden = 64\ndepth = 2\nclasses = 2\n[train]\nsteps = 300\n'
+                                     'batch_size = 128\nlr = 2e-3\nwarmup = 50\nema = 0.99\ncheckpoint_every = 0\n'
+                                     'label_dropout = 0.2\n[sample]\nsampler = "ddim"\nsteps = 40\n')
+    m = str(tmp_path / "m.safetensors")
+    invoke(runner, ["train", rec, "-o", m])
+    out = str(tmp_path / "s.safetensors")
+    for k in (0, 1):
+        invoke(runner, ["sample", m, "-n", "200", "--class", str(k), "--guidance", "2", "-o", out])
+        s = artifacts.load(out, "samples").tensors["x"]
+        assert float(((s - centres[k]).norm(dim=1) < 1.0).double().mean()) > 0.9
+    invoke(runner, ["sample", m, "-n", "200", "-o", out])
+    s = artifacts.load(out, "samples").tensors["x"]
+    assert 0.25 < float((s[:, 0] > 0).double().mean()) < 0.75
+
+
+def test_cli_noisy_classifier_trains_and_guides(runner, tmp_path, one_thread):
+    from conftest import invoke, write
+    from udiff import artifacts
+
+    rec = DIGITS.format(process="vp", classes=0).replace('kind = "gaussian"\nclasses = 0', 'kind = "noisy-classifier"'
+                                                                                           '\nchannels = 8')
+    rec = write(tmp_path / "n.toml", rec + "[train]\nsteps = 100\nbatch_size = 64\nlr = 3e-3\nwarmup = 10\n")
+    cls = str(tmp_path / "n.safetensors")
+    r = invoke(runner, ["train", rec, "-o", cls, "--json"])
+    art = artifacts.load(cls, "noisy-classifier")
+    acc = art.json("udiff.classifier")["accuracy_at_t"]
+    assert acc["0.0"] > 0.6 and acc["0.0"] > acc["1.0"]  # it learned; at t = 1 the state says nothing
+    assert "test_accuracy" in r.stdout
+    m = str(tmp_path / "g.safetensors")
+    invoke(runner, ["train", write(tmp_path / "g.toml", DIGITS.format(process="vp", classes=0)), "-o", m])
+    out = str(tmp_path / "s.safetensors")
+    invoke(runner, ["sample", m, "--seeds", "0-99", "--class", "0", "--classifier", cls, "--classifier-scale", "4",
+                    "-o", out])
+    meta = artifacts.load(out, "samples").json("udiff.samples")
+    assert meta["class"] == 0 and meta["classifier"].startswith(cls) and meta["classifier_scale"] == 4.0
+    other = str(tmp_path / "p.safetensors")
+    invoke(runner, ["train", write(tmp_path / "p.toml", DIGITS.format(process="psld", classes=0)), "-o", other])
+    r = invoke(runner, ["sample", other, "-n", "2", "--class", "0", "--classifier", cls, "--sampler", "heun", "-o", out],
+               ok=False)
+    assert r.exit_code == 2 and "trained on other states" in r.stderr

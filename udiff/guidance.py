@@ -56,11 +56,10 @@ class Conditioning:
         return Guided(model, self.labels[start:start + n], self.guidance, self.classifier, self.classifier_scale)
 
     def described(self) -> dict:
-        """For the samples artifact's metadata and the --json line."""
+        """For the samples artifact's metadata and the --json line (the labels themselves go in its tensors)."""
         labels = self.labels.tolist()
         one = len(set(labels)) == 1
-        out = {"class": labels[0] if one and labels else None, "labels": None if one else labels,
-               "guidance": self.guidance}
+        out = {"class": labels[0] if one and labels else "per seed (tensor labels)", "guidance": self.guidance}
         if self.classifier is not None:
             out.update(classifier=getattr(self.classifier, "source", "given"), classifier_scale=self.classifier_scale)
         return out
@@ -144,7 +143,22 @@ class ExactClassifier:
         return lp.gather(1, labels.to(lp.device).long()[:, None])[:, 0]
 
 
-def parse_labels(text: str) -> list[int]:
+def read_labels(spec: str) -> list[int]:
+    """--labels FILE|LIST: a text file with one label per line, else a list for parse_labels."""
+    import os
+
+    if os.path.isfile(spec):
+        try:
+            with open(spec) as fh:
+                text = ",".join(line.strip() for line in fh if line.strip())
+        except (OSError, UnicodeDecodeError) as e:
+            raise UdiffError(f"--labels {spec}: cannot read it ({e.__class__.__name__}); give a text file with one "
+                             "label per line") from None
+        return parse_labels(text, spec)
+    return parse_labels(spec)
+
+
+def parse_labels(text: str, where: str | None = None) -> list[int]:
     """--labels LIST: comma-separated class labels, with `K*N` for N copies of K (e.g. 0*8,1*8)."""
     out = []
     for part in (p.strip() for p in text.split(",")):
@@ -152,8 +166,8 @@ def parse_labels(text: str) -> list[int]:
         try:
             out += [int(label)] * (int(count) if count else 1)
         except ValueError:
-            raise UdiffError(f"--labels {text}: {part!r} is not a label; give integers such as 0,1,2 or 3*16, or a "
-                             "file with one label per line") from None
+            raise UdiffError(f"--labels {where or text}: {part!r} is not a label; give integers such as 0,1,2 or "
+                             "3*16, or a file with one label per line") from None
     return out
 
 
