@@ -294,6 +294,11 @@ class GaussianNetSpec:
                               "0 = one Gaussian", min=0)
 
 
+TEST_DOC = ('held-out labelled data for the test accuracy [default: the ":test" split of a ":train" source, else the '
+            "last `holdout` fraction of the data]")
+HOLDOUT_DOC = "fraction of the data held out when there is no test split"
+
+
 @spec("net", "classifier")
 class ClassifierSpec:
     """A small CNN classifier of clean labelled images, not a diffusion model: `udiff train` fits it by cross-entropy
@@ -304,10 +309,8 @@ class ClassifierSpec:
     channels: int = opt(32, doc="channels of the first of three stages (doubled at each 2x pooling)", min=1)
     features: int = opt(128, doc="width of the penultimate layer: the features eval-fid compares", min=2)
     dropout: float = opt(0.0, doc="dropout before the last layer", min=0.0, max=1.0)
-    test: Optional[str] = opt(None, doc='held-out labelled data for the test accuracy [default: the ":test" split of '
-                                        'a ":train" source, else the last `holdout` fraction of the data]')
-    holdout: float = opt(0.1, doc="fraction of the data held out when there is no test split", min=0.0, max=0.5,
-                         min_open=True)
+    test: Optional[str] = opt(None, doc=TEST_DOC)
+    holdout: float = opt(0.1, doc=HOLDOUT_DOC, min=0.0, max=0.5, min_open=True)
 
 
 @spec("net", "noisy-classifier")
@@ -322,10 +325,8 @@ class NoisyClassifierSpec:
                                                        "between them)", min=1)
     num_blocks: int = opt(1, doc="residual blocks per resolution", min=1)
     dropout: float = opt(0.0, doc="dropout probability", min=0.0, max=1.0)
-    test: Optional[str] = opt(None, doc='held-out labelled data for the test accuracy [default: the ":test" split of '
-                                        'a ":train" source, else the last `holdout` fraction of the data]')
-    holdout: float = opt(0.1, doc="fraction of the data held out when there is no test split", min=0.0, max=0.5,
-                         min_open=True)
+    test: Optional[str] = opt(None, doc=TEST_DOC)
+    holdout: float = opt(0.1, doc=HOLDOUT_DOC, min=0.0, max=0.5, min_open=True)
 
 
 WEIGHTINGS = REG.WEIGHTINGS.names()
