@@ -83,6 +83,9 @@ def test_classifier_guidance_with_the_exact_classifier_is_the_class(process, dat
     assert used["classifier_scale"] == 1.0
     want, _ = generate(model, range(n), batch_size=n, cond=Conditioning(torch.full((n,), k)))
     assert torch.allclose(s, want, atol=1e-4)
+    if process == "vp":  # W = 0: the class-conditional model's own unconditional branch, guided by the classifier
+        w0, _ = generate(model, range(n), batch_size=n, cond=Conditioning(cond.labels, 0.0, cond.classifier, 1.0))
+        assert torch.allclose(w0, want, atol=1e-4)
     plain, _ = generate(Unconditional(model), range(n), batch_size=n)  # without guidance: the mixture
     assert _rel(plain.double().mean(0), means[k]) > 0.5
     half, _ = generate(Unconditional(model), range(n), batch_size=n, cond=Conditioning(cond.labels, 1.0,

@@ -3,7 +3,7 @@
 Samplers, inpainting and eval-fid only ever call `model.eps(z, lvl)`, so guidance lives here, in the model
 layer, and every sampler and process gets it:
 
-    labels only                 ε̂ = ε̂(z, y): the class-conditional model alone (W = 1)
+    labels only                 ε̂ = ε̂(z, y): the class-conditional model alone (W = 1; W = 0: its null class)
     classifier-free guidance    ε̂ = ε̂_u + W (ε̂_c − ε̂_u), both branches in ONE batched network call
                                 (Ho & Salimans 2022; the unconditional branch is the null class)
     classifier guidance         the score plus S ∇_z log p(y | z_t) (Dhariwal & Nichol 2021; PSLD §4): with
@@ -112,10 +112,13 @@ class Guided(Wrapped):
         return eps
 
     def _free(self, z, lvl, y):
-        """Classifier-free guidance ε̂_u + W (ε̂_c − ε̂_u); W = 1 is the conditional model alone (one branch)."""
+        """Classifier-free guidance ε̂_u + W (ε̂_c − ε̂_u); W = 1 is the conditional model alone and W = 0 the
+        unconditional one (one branch each)."""
+        null = torch.full_like(y, self.model.classes)
         if self.guidance == 1.0:
             return self.model.eps(z, lvl, y)
-        null = torch.full_like(y, self.model.classes)
+        if self.guidance == 0.0:  # the unconditional branch alone (with --classifier: classifier guidance of p(x))
+            return self.model.eps(z, lvl, null)
         both = self.model.eps(torch.cat([z, z]), _doubled(lvl), torch.cat([y, null]))  # one network call
         cond, uncond = both.chunk(2)
         return uncond + self.guidance * (cond - uncond)

@@ -37,7 +37,7 @@ def conditioning_options(f):
                           "one label per line."),
         click.option("--guidance", type=click.FloatRange(min=0.0), metavar="W",
                      help="Classifier-free guidance weight: eps_u + W (eps_c - eps_u); 1 = the conditional model "
-                          "alone [default: 1]."),
+                          "alone, 0 = its unconditional branch (e.g. with --classifier) [default: 1]."),
         click.option("--classifier", "classifier_path", type=PATH, metavar="CLS",
                      help="Classifier guidance: a noisy-classifier artifact (udiff train, [net] kind = "
                           "\"noisy-classifier\") of MODEL's process and schedule; adds S grad log p(y | z_t) to the "
