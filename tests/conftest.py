@@ -66,6 +66,12 @@ def invoke(runner, args, ok=True):
     return result
 
 
+def vector_recipe(data: str, net: str, sampler: str, extra: str = "") -> str:
+    """A recipe for float vectors in a tensors: file (VP, vp-linear, 2 training steps): the tests' small case."""
+    return (f'[data]\nsource = "tensors:{data}"\n[schedule]\nkind = "vp-linear"\n[net]\nkind = "{net}"\n'
+            f'[train]\nsteps = 2\nbatch_size = 16\ncheckpoint_every = 0\n[sample]\nsampler = "{sampler}"\n{extra}')
+
+
 def write(path, text: str) -> str:
     with open(path, "w") as fh:
         fh.write(text)

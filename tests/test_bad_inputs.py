@@ -13,23 +13,7 @@ import subprocess
 import pytest
 from safetensors.torch import save_file
 
-from conftest import PYTHON, gaussian_data, invoke, write
-
-VEC = """
-[data]
-source = "tensors:{data}"
-[schedule]
-kind = "vp-linear"
-[net]
-kind = "{net}"
-[train]
-steps = 2
-batch_size = 16
-checkpoint_every = 0
-[sample]
-sampler = "ddim"
-steps = 4
-"""
+from conftest import PYTHON, gaussian_data, invoke, vector_recipe, write
 
 IMG = """
 [data]
@@ -71,10 +55,11 @@ def inputs(tmp_path_factory):
     save_file({"x": gaussian_data(512, d=4)}, data)
     p = {"dir": str(d), "data": data, "subdir": str(d / "a-folder"), "file": write(d / "plain.txt", "text\n")}
     os.mkdir(p["subdir"])
-    p["vec"] = write(d / "vec.toml", VEC.format(data=data, net="mlp"))
+    p["vec"] = write(d / "vec.toml", vector_recipe(data, "mlp", "ddim", "steps = 4\n"))
     p["img"] = write(d / "img.toml", IMG)
     p["vec_model"], p["img_model"] = str(d / "vec.safetensors"), str(d / "img.safetensors")
-    invoke(runner, ["train", write(d / "vg.toml", VEC.format(data=data, net="gaussian")), "-o", p["vec_model"]])
+    gauss = write(d / "vg.toml", vector_recipe(data, "gaussian", "ddim", "steps = 4\n"))
+    invoke(runner, ["train", gauss, "-o", p["vec_model"]])
     invoke(runner, ["train", p["img"], "-o", p["img_model"]])
     p["samples"] = str(d / "samples.safetensors")
     invoke(runner, ["sample", p["img_model"], "-n", "4", "-o", p["samples"]])

@@ -7,24 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import gaussian_data, invoke, write
+from conftest import gaussian_data, invoke, vector_recipe, write
 from udiff import artifacts
 from udiff.check import data_moments, gaussian_nll, moment_errors
-
-RECIPE = """
-[data]
-source = "tensors:{data}"
-[schedule]
-kind = "vp-linear"
-[net]
-kind = "{net}"
-[train]
-steps = 2
-batch_size = 16
-[sample]
-sampler = "heun"
-"""
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -36,10 +21,10 @@ def setup(tmp_path_factory):
 
 def test_check_equals_the_trained_gaussian_model_sampled(setup, runner, one_thread):
     d, data = setup
-    rec = write(d / "mlp.toml", RECIPE.format(data=data, net="mlp"))  # check ignores the recipe's own network
+    rec = write(d / "mlp.toml", vector_recipe(data, "mlp", "heun"))  # check ignores the recipe's own network
     r = json.loads(invoke(runner, ["check", rec, "-n", "3000", "--nll-items", "200", "--json"]).stdout)
     model = str(d / "gauss.safetensors")
-    invoke(runner, ["train", write(d / "gauss.toml", RECIPE.format(data=data, net="gaussian")), "-o", model])
+    invoke(runner, ["train", write(d / "gauss.toml", vector_recipe(data, "gaussian", "heun")), "-o", model])
     samples = str(d / "s.safetensors")
     invoke(runner, ["sample", model, "--seeds", "0-2999", "-o", samples])
     x = artifacts.load(samples, "samples").tensors["x"]
@@ -58,7 +43,7 @@ def test_check_equals_the_trained_gaussian_model_sampled(setup, runner, one_thre
 
 def test_check_sees_a_coarse_sampler(setup, runner, one_thread):
     d, data = setup
-    rec = write(d / "coarse.toml", RECIPE.format(data=data, net="mlp"))
+    rec = write(d / "coarse.toml", vector_recipe(data, "mlp", "heun"))
     fine = json.loads(invoke(runner, ["check", rec, "-n", "2000", "--nll-items", "50", "--json"]).stdout)
     coarse = json.loads(invoke(runner, ["check", rec, "-n", "2000", "--nll-items", "50", "--sampler", "ddim",
                                         "--steps", "4", "--json"]).stdout)

@@ -31,6 +31,21 @@ def test_completions_are_up_to_date_and_complete_commands():
     assert "_UDIFF_COMPLETE=bash_complete" in script and "complete " in script
 
 
+def _complete(line: str) -> list[str]:
+    """What the bash completion offers for the last word of `line` (click's bash_complete protocol)."""
+    words = line.split(" ")
+    env = dict(os.environ, _UDIFF_COMPLETE="bash_complete", COMP_WORDS=line, COMP_CWORD=str(len(words) - 1))
+    return subprocess.run([sys.executable, "-m", "udiff"], env=env, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
+def test_recipe_arguments_complete_shipped_names_and_files():
+    assert _complete("udiff train @dig") == ["plain,@digits"]
+    assert _complete("udiff check @dilation-g") == ["plain,@dilation-gmm", "plain,@dilation-grid"]
+    assert _complete("udiff sample @psld-d") == ["plain,@psld-digits"]
+    assert _complete("udiff train recipes/dig") == ["file,recipes/dig"]  # bash then completes the file name
+
+
 def test_readme_documents_every_command_and_the_ci_runs_its_test_command():
     readme = _read("README.md")
     for name in COMMANDS:

@@ -389,3 +389,22 @@ def test_eval_nll_at_its_defaults_is_within_0_01_with_an_honest_stderr(decades, 
     spread = float(per_item.std() / math.sqrt(len(per_item)))
     assert est["stderr_target"] == 0.005 and est["repeats"] > 1
     assert est["stderr"] < 1.2 * max(0.005, spread) or est["repeats"] == 64, (est, spread)
+
+
+def test_the_diffusion_terms_density_over_t_is_the_closed_form(one_thread):
+    """eval-nll's diffusion_density on Gaussian data with the exact denoiser: the term between log-SNRs g_a < g_b
+    is 1/2 sum_j log((1 + l_j e^-g_a) / (1 + l_j e^-g_b)) / d, l_j the data's covariance eigenvalues in the model's
+    coordinates (the integral of the MMSE over the SNR, docs/likelihood.md); the shares add up to the term.
+    In the PCA basis the components are independent, so the control variate leaves only the spread of the
+    integrand within each bin."""
+    model = gaussian_model("vp", "pca", False, 'kind = "vp-linear"')
+    est = L.evaluate(model, HELD, image8=False, method="vlb", repeats=4, batch_size=1 << 15)
+    dens = est.diffusion_density
+    t, g, share = (torch.tensor(dens[k], dtype=torch.float64) for k in ("t", "gamma", "share"))
+    assert len(share) == L.DENSITY_BINS and bool((t[1:] > t[:-1]).all()) and bool((g[1:] > g[:-1]).all())
+    assert float(t[0]) == pytest.approx(float(model.schedule.t_min)) and float(t[-1]) == pytest.approx(1.0)
+    assert sum(dens["draws"]) == len(HELD) * 4 and min(dens["draws"]) > 0
+    assert float(share.sum()) == pytest.approx(est.terms["diffusion"], rel=0.01)
+    lam = torch.linalg.eigvalsh(torch.cov(model.encode(TRAIN.double())[:, 0].T))
+    exact = 0.5 * torch.log((1 + lam * torch.exp(-g[:-1, None])) / (1 + lam * torch.exp(-g[1:, None]))).sum(1) / 16
+    assert torch.allclose(share, exact, rtol=0.03, atol=2e-4), (share, exact)

@@ -2,6 +2,7 @@
 exactly the schedule's γ values, and a resumed run's history continues without duplicates."""
 
 import json
+import math
 import os
 
 import pytest
@@ -74,6 +75,20 @@ def test_history_is_kept_across_resumes_and_plotted(runner, tmp_path, one_thread
     _image(tmp_path / "h.png")
 
 
+def test_history_of_the_bound_in_bits_per_dim(runner, tmp_path, one_thread):
+    """weighting = "vlb" on 8-bit images: the loss is the bound in nats/dim; the history has it in bits/dim too."""
+    m = str(tmp_path / "m.safetensors")
+    invoke(runner, ["train", "@digits", "-o", m, "--set", "train.log_every=5", "--set", "train.steps=10",
+                    "--set", "train.weighting=\"vlb\"", "--set", "train.checkpoint_every=0"] + TINY)
+    rows = [json.loads(line) for line in artifacts.load(m).meta["udiff.history"].splitlines()]
+    assert [r["step"] for r in rows] == [5, 10]
+    assert all(r["bits_per_dim"] == pytest.approx(r["loss"] / math.log(2)) for r in rows)
+    plain = str(tmp_path / "plain.safetensors")
+    invoke(runner, ["train", "@digits", "-o", plain, "--set", "train.log_every=5", "--set", "train.steps=5",
+                    "--set", "train.checkpoint_every=0"] + TINY)
+    assert "bits_per_dim" not in json.loads(artifacts.load(plain).meta["udiff.history"].splitlines()[0])
+
+
 def test_nll_and_samples_plots(runner, tmp_path, one_thread):
     m = str(tmp_path / "g.safetensors")
     invoke(runner, ["train", write(tmp_path / "g.toml", '[data]\nsource = "digits"\n[net]\nkind = "gaussian"\n'),
@@ -81,8 +96,14 @@ def test_nll_and_samples_plots(runner, tmp_path, one_thread):
     nll = tmp_path / "nll.json"
     nll.write_text(invoke(runner, ["eval-nll", m, "--data", "digits", "--limit", "32", "--repeats", "2",
                                    "--json"]).stdout)
+    dens = json.loads(nll.read_text())["diffusion_density"]
+    assert len(dens["t"]) == len(dens["share"]) + 1 == 32 * 2 // 16 + 1  # 16 draws a bin at least
     invoke(runner, ["plot", "nll", nll, "-o", tmp_path / "nll.png"])
-    _image(tmp_path / "nll.png")
+    wide = _image(tmp_path / "nll.png")
+    record = {k: v for k, v in json.loads(nll.read_text()).items() if k != "diffusion_density"}
+    (tmp_path / "bare.json").write_text(json.dumps(record))  # an older record without the density: the bars alone
+    invoke(runner, ["plot", "nll", tmp_path / "bare.json", "-o", tmp_path / "bare.png"])
+    assert _image(tmp_path / "bare.png") < wide
     s = str(tmp_path / "s.safetensors")
     invoke(runner, ["sample", m, "-n", "16", "--steps", "8", "-o", s])
     invoke(runner, ["plot", "samples", s, "-o", tmp_path / "s.png"])

@@ -1,9 +1,18 @@
 """Shipped recipes by name (@NAME), `udiff recipes`, the packaging that installs them, and the CLI's contract on
 streams and exit statuses (results on stdout, logs on stderr, --quiet, 0/1/2)."""
 
+import glob
 import json
 import os
-import tomllib
+import shutil
+import subprocess
+import sys
+import zipfile
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 from conftest import RECIPES, ROOT, gaussian_data, invoke, write
 from udiff import recipe as R
@@ -17,6 +26,27 @@ def test_every_package_is_installed_and_the_recipes_ship_as_package_data():
                    if "__init__.py" in files)
     assert sorted(p for p in cfg["packages"] if p != "udiff.recipes") == found  # a new subpackage must be listed
     assert cfg["package-dir"]["udiff.recipes"] == "recipes" and "*.toml" in cfg["package-data"]["udiff.recipes"]
+
+
+def test_a_built_wheel_holds_every_module_and_shipped_recipe(tmp_path):
+    """What a non-editable `pip install .` installs: the wheel built from a copy of the tree (the build leaves
+    nothing in the checkout) has every module of udiff/ and every recipe as udiff/recipes/NAME.toml."""
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(os.path.join(ROOT, "udiff"), src / "udiff", ignore=skip)
+    shutil.copytree(os.path.join(ROOT, "recipes"), src / "recipes", ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)]
+    p = subprocess.run(wheel_cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (wheel,) = glob.glob(str(tmp_path / "dist" / "udiff-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {os.path.relpath(f, ROOT).replace(os.sep, "/")
+               for f in glob.glob(os.path.join(ROOT, "udiff", "**", "*.py"), recursive=True)}
+    assert modules and modules <= names, sorted(modules - names)
+    recipes = {f"udiff/recipes/{os.path.basename(f)}" for f in glob.glob(os.path.join(RECIPES, "*.toml"))}
+    assert len(recipes) > 20 and recipes <= names, sorted(recipes - names)
 
 
 def test_names_resolve_to_the_recipes_folder_and_load(runner):

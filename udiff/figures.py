@@ -124,11 +124,17 @@ def history_figure(rows: list[dict], title: str = ""):
 
 
 def nll_figure(record: dict, title: str = ""):
-    """The bound's terms (a bar each, with the total and its standard error) of an `eval-nll --json` record."""
+    """The bound's terms (a bar each, with the total and its standard error) of an `eval-nll --json` record, and
+    beside them, when the record has one (the vlb method), the diffusion term's density over t."""
     plt = _plt()
     terms = record.get("terms") or {}
     names, values = list(terms), [terms[k] for k in terms]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100, constrained_layout=True)
+    dens = record.get("diffusion_density")
+    if dens:
+        fig, (ax, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100, constrained_layout=True)
+        density_panel(right, dens, record.get("units", ""))
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100, constrained_layout=True)
     ax.bar(names + ["total"], values + [record["value"]], color=["C0"] * len(names) + ["C3"],
            yerr=[0] * len(names) + [record.get("stderr") or 0], capsize=4)
     for i, v in enumerate(values + [record["value"]]):
@@ -143,6 +149,23 @@ def nll_figure(record: dict, title: str = ""):
              fontsize=7, color="0.35")
     fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     return fig
+
+
+def density_panel(ax, dens: dict, units: str):
+    """The diffusion term's density over t (eval-nll's `diffusion_density`) as steps; the bins are equal steps
+    of the mean log-SNR, so t is on a log axis when their widths in t span more than a decade (VP-SDE's clock)."""
+    t, density, share = dens["t"], dens["density"], dens["share"]
+    ax.stairs(density, t, fill=True, alpha=0.35, color="C0")
+    ax.stairs(density, t, color="C0", lw=1.2)
+    widths = [b - a for a, b in zip(t, t[1:])]
+    if t[0] > 0 and max(widths) > 10 * min(widths):
+        ax.set_xscale("log")
+    if min(density) > 0 and max(density) > 10 * min(density):
+        ax.set_yscale("log")
+    top = max(range(len(share)), key=lambda i: share[i])
+    ax.set(xlabel="t", ylabel=f"{units} per unit of t",
+           title=f"diffusion term over t (most from t in [{t[top]:.2g}, {t[top + 1]:.2g}]: "
+                 f"{share[top] / max(sum(share), 1e-300):.0%})")
 
 
 def image_grid_figure(grid_array, title: str = ""):

@@ -56,7 +56,8 @@ def open_image(path: str, what: str):
         im = Image.open(path)
         im.load()
     except UnidentifiedImageError:
-        raise DataError(f"{what} {path}: not an image PIL can read (PNG, JPEG, BMP, WebP); give an image file") from None
+        raise DataError(f"{what} {path}: not an image PIL can read (PNG, JPEG, BMP, WebP); give an image "
+                        "file") from None
     except PermissionError:
         raise DataError(f"{what} {path}: permission denied; make the file readable") from None
     except IsADirectoryError:

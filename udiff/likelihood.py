@@ -197,6 +197,16 @@ def _mean_gamma(lvl) -> torch.Tensor:
     return lvl.gamma.flatten(1).mean(1)
 
 
+def time_of_uniform(schedule, u: torch.Tensor, lvl0, lvl1, sampling: str = "gamma") -> torch.Tensor:
+    """The time a uniform u in [0, 1) places (vlb_terms' `sampling`): "gamma", the mean gamma uniform between
+    its values at t_min (lvl0) and 1 (lvl1); "uniform", t uniform on [t_min, 1]."""
+    t_min = float(schedule.t_min)
+    if sampling == "gamma":
+        g_lo, g_hi = _mean_gamma(lvl0).detach(), _mean_gamma(lvl1).detach()
+        return schedule.t_of_gamma(g_lo + u * (g_hi - g_lo)).clamp(t_min, 1.0)
+    return t_min + (1.0 - t_min) * u
+
+
 def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, *, image8: bool,
               steps: int = 0, eps0: torch.Tensor | None = None, params: dict | None = None,
               sampling: str = "gamma", control: bool = True, ref=None, variance_grad=None):
@@ -241,9 +251,7 @@ def vlb_terms(model, x: torch.Tensor, x0: torch.Tensor, u: torch.Tensor, eps: to
                (model.basis.floored_variances() / model.basis.scale.double().square()).to(dev))
     if sampling == "gamma":
         g_lo, g_hi = _mean_gamma(lvl0).detach(), _mean_gamma(lvl1).detach()
-        tc = sched.t_of_gamma(g_lo + u * (g_hi - g_lo)).to(dev).clamp(t_min, 1.0)
-    else:
-        tc = t_min + (1.0 - t_min) * u
+    tc = time_of_uniform(sched, u, lvl0, lvl1, sampling).to(dev)
     if not steps:
         lvl = model.level(tc, **kw, **({"variance_grad": variance_grad} if variance_grad is not None else {}))
         z = C.perturb(proc, x0, eps, lvl)
@@ -323,6 +331,7 @@ class NLLEstimate:
     dequantization: str | None = None
     per_item: torch.Tensor = field(default=None, repr=False)  # (n,) in `units`
     stderr_target: float | None = None  # the target the repeats were chosen for (None: repeats given)
+    diffusion_density: dict | None = None  # vlb: the diffusion term over t (see `diffusion_density`)
 
     def as_dict(self) -> dict:
         key = "bpd" if self.units == "bits/dim" else "nll"
@@ -332,6 +341,8 @@ class NLLEstimate:
         if self.method == "vlb":
             out["steps"] = self.steps
             out["time"] = "continuous" if self.steps is None else "discrete"
+            if self.diffusion_density is not None:
+                out["diffusion_density"] = self.diffusion_density
         else:
             out["nfe"] = self.nfe
             out["dequantization"] = self.dequantization
@@ -363,6 +374,45 @@ def van_der_corput(r: int) -> float:
     return out
 
 
+def time_uniforms(ns: NoiseSource, seed: int, reps) -> torch.Tensor:
+    """(B, K) float64 uniforms that place the times of the items of `ns` for repeats `reps`: repeat r of an item
+    sits at (u + vdc(r)) mod 1, u the item's own uniform."""
+    u0 = ns.uniform(_stream(seed, 0, _TIME), (1,))[:, 0]
+    offsets = torch.tensor([van_der_corput(r) for r in reps], dtype=torch.float64, device=u0.device)
+    return torch.remainder(u0[:, None] + offsets, 1.0)
+
+
+DENSITY_BINS = 24  # at most this many bins in eval-nll's diffusion-term density (equal steps of the mean log-SNR)
+
+
+def diffusion_density(model, diffusion: torch.Tensor, first_index: int, seed: int, scale: float, device="cpu",
+                      bins: int = DENSITY_BINS) -> dict:
+    """Where the diffusion term comes from: its integral over each of `bins` time bins of equal width in the
+    mean gamma (the estimator's own time variable), estimated by the mean of the draws that fell in the bin
+    times the bin's width (a stratified estimate: the bins' shares add up to the term up to the draws'
+    uneven spread over the bins). Fewer bins when there are fewer than 16 draws a bin. diffusion: (n, K) nats,
+    repeat k of item i drawn at time_uniforms' (i, k). Returns the bins' edges in t and in mean gamma, each
+    bin's share (in the reported unit), its density per unit of t (share / width) and its number of draws."""
+    n, k = diffusion.shape
+    bins = max(1, min(bins, n * k // 16))
+    ns = NoiseSource(torch.arange(n) + first_index)
+    u = time_uniforms(ns, seed, range(k))
+    which = torch.floor(u * bins).long().clamp(0, bins - 1).flatten()
+    total = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, diffusion.double().flatten().cpu())
+    draws = torch.bincount(which, minlength=bins)
+    share = total / draws.clamp_min(1) / bins * scale
+    sched = model.schedule
+    dev = torch.device(device)
+    lvl0, lvl1 = _level_at(model, float(sched.t_min), 1, dev, None), _level_at(model, 1.0, 1, dev, None)
+    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64, device=dev)
+    t = time_of_uniform(sched, edges, lvl0, lvl1).double().cpu()
+    g_lo, g_hi = float(_mean_gamma(lvl0).detach()), float(_mean_gamma(lvl1).detach())
+    gamma = g_lo + edges.cpu() * (g_hi - g_lo)
+    width = (t[1:] - t[:-1]).clamp_min(1e-300)
+    return {"t": t.tolist(), "gamma": gamma.tolist(), "share": share.tolist(), "density": (share / width).tolist(),
+            "draws": draws.tolist()}
+
+
 def vlb_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, steps: int = 0, repeats=1,
               seed: int = 0, ref=None) -> dict[str, torch.Tensor]:
     """The bound's terms for a batch of items x (n, *event) with global indices `index`: each (n, K) nats.
@@ -371,9 +421,7 @@ def vlb_batch(model, x: torch.Tensor, index: torch.Tensor, *, image8: bool, step
     n, K = x.shape[0], len(reps)
     ns = NoiseSource(index, device=x.device)
     shape = (model.process.k,) + tuple(model.event_shape)
-    u0 = ns.uniform(_stream(seed, 0, _TIME), (1,))[:, 0]
-    offsets = torch.tensor([van_der_corput(r) for r in reps], dtype=torch.float64, device=x.device)
-    u = torch.remainder(u0[:, None] + offsets, 1.0).reshape(-1)
+    u = time_uniforms(ns, seed, reps).reshape(-1)
     eps = _normals(ns, seed, _EPS, reps, shape)
     eps0 = _normals(ns, seed, _RECON, reps, shape) if image8 else None
     xr = x.repeat_interleave(K, 0).double()
@@ -565,7 +613,9 @@ def evaluate(model, data: torch.Tensor, *, image8: bool, method: str = "vlb", st
                        steps=(steps or None) if method == "vlb" else None,
                        nfe=(sum(nfes) / len(nfes)) if nfes else None,
                        dequantization=("uniform" if image8 else None) if method == "ode" else None,
-                       per_item=per_item, stderr_target=stderr if adaptive else None)
+                       per_item=per_item, stderr_target=stderr if adaptive else None,
+                       diffusion_density=diffusion_density(model, parts["diffusion"], first_index, seed, scale, dev)
+                       if method == "vlb" else None)
 
 
 def describe(model, method: str, image8: bool) -> str:

@@ -86,8 +86,9 @@ class LossLog:
 
     def __init__(self, steps: int, start: int = 0, *, device="cpu", progress: bool = False, what: str = "training",
                  every: int = 50, history=None, batch_size: int = 0, report=None, report_every: float = 30.0,
-                 world: World | None = None):
+                 world: World | None = None, bits_per_dim: bool = False):
         self.steps, self.every, self.what, self.world = steps, every, what, world or World()
+        self.bits_per_dim = bits_per_dim  # the loss is the whole bound in nats/dim of 8-bit data: log it in bits too
         self.acc, self.n, self.last = torch.zeros((), device=device), 0, float("nan")
         self.grad = torch.zeros((), device=device)
         self.history = [r for r in (history or []) if r["step"] <= start]
@@ -112,6 +113,8 @@ class LossLog:
                    "images_per_second": round(self.n * self.batch_size / max(now - self.t_window, 1e-9), 2)}
             if grad_norm is not None:
                 row["grad_norm"] = float(self.grad) / self.n
+            if self.bits_per_dim:
+                row["bits_per_dim"] = self.last / math.log(2.0)
             self.history.append(row)
             if self.report and now - self.t_report >= self.report_every and done < self.steps:
                 self.t_report = now
@@ -230,7 +233,8 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     shape = (model.process.k,) + model.event_shape
     model.train()
     log = LossLog(spec.steps, start, device=dev, progress=progress and world.main, every=spec.log_every,
-                  history=history, batch_size=batch, report=report if world.main else None, world=world)
+                  history=history, batch_size=batch, report=report if world.main else None, world=world,
+                  bits_per_dim=spec.weighting == "vlb" and data.is_image8)
 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from ..registry import GRIDS, SAMPLERS
-from .options import PATH, device_option, emit, json_option, set_option
+from .options import RECIPE_PATH, device_option, emit, json_option, set_option
 
 
 @click.command("check", short_help="Measure a recipe's sampler and schedule on its data's exact Gaussian denoiser.")
-@click.argument("recipe_path", type=PATH, metavar="RECIPE")
+@click.argument("recipe_path", type=RECIPE_PATH, metavar="RECIPE")
 @click.option("--sampler", type=click.Choice(SAMPLERS.names()), help="Sampler; overrides [sample] sampler.")
 @click.option("--steps", type=click.IntRange(min=1), metavar="K", help="Steps; overrides [sample] steps.")
 @click.option("--time-grid", type=click.Choice(GRIDS.names()), help="Time grid; overrides [sample] grid.")

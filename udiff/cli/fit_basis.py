@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .options import PATH, check_outputs, emit, json_option, override, set_option
+from .options import PATH, RECIPE_PATH, check_outputs, emit, json_option, override, set_option
 
 
 @click.command("fit-basis", short_help="Fit a basis (pixel, PCA, DCT, Haar) to data.")
-@click.argument("recipe_path", type=PATH, metavar="RECIPE")
+@click.argument("recipe_path", type=RECIPE_PATH, metavar="RECIPE")
 @click.option("-o", "--out", required=True, type=PATH, metavar="BASIS", help="Basis artifact to write (safetensors).")
 @click.option("--data", "data_source", metavar="SOURCE", help="Data source; overrides [data] source.")
 @set_option

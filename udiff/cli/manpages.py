@@ -91,14 +91,17 @@ def pages() -> dict[str, str]:
 
 
 COMPLETION_HOOKS = {
-    "bash": 'eval "$(_UDIFF_COMPLETE=bash_source udiff)"',
+    # bash splits words at '@' (COMP_WORDBREAKS, for user@host): without that, @NAME completes as one word, as
+    # npm's completion does for its @scope names
+    "bash": 'eval "$(_UDIFF_COMPLETE=bash_source udiff)"\nCOMP_WORDBREAKS=${COMP_WORDBREAKS//@/}',
     "zsh": 'eval "$(_UDIFF_COMPLETE=zsh_source udiff)"',
     "fish": "_UDIFF_COMPLETE=fish_source udiff | source",
 }
 
 
 def completions() -> dict[str, str]:
-    """One line per shell that asks the installed udiff for click's completion script when it is sourced.
+    """Per shell, the line that asks the installed udiff for click's completion script when it is sourced (bash: and
+    one that keeps @NAME one word).
 
     Click's scripts and the protocol they speak change between click releases (8.4 changed fish's), so a script
     frozen into the repository breaks with another click; asking the installed one costs ~0.1 s per shell start.

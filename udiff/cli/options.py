@@ -15,6 +15,24 @@ from ..errors import UdiffError
 PATH = click.Path(allow_dash=True)
 
 
+class RecipePath(click.Path):
+    """A recipe argument: a file, or @NAME for a shipped recipe. The shell completes @NAME from the shipped
+    recipes (udiff/recipe/shipped.py) and anything else as a file name."""
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from ..recipe import shipped
+
+        if incomplete.startswith(shipped.PREFIX):
+            return [CompletionItem(shipped.PREFIX + name) for name in shipped.catalogue()
+                    if (shipped.PREFIX + name).startswith(incomplete)]
+        return super().shell_complete(ctx, param, incomplete)
+
+
+RECIPE_PATH = RecipePath(allow_dash=True)
+
+
 def set_option(f):
     return click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                         help="Override a recipe key (repeatable), e.g. --set train.steps=2000. Values are "

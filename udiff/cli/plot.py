@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .options import PATH, log
+from .options import PATH, RECIPE_PATH, log
 
 
 def _out_option(f):
@@ -77,7 +77,7 @@ def model_for_schedule(path: str):
 
 
 @command.command("schedule", short_help="log-SNR per component over t, and the process's kernel.")
-@click.argument("source", type=PATH, metavar="RECIPE|MODEL")
+@click.argument("source", type=RECIPE_PATH, metavar="RECIPE|MODEL")
 @_out_option
 def schedule(source, out):
     """log-SNR = -gamma(t) of every component (up to 64, evenly spaced in label order), coloured by the ordering
@@ -130,8 +130,8 @@ def nll(source, out):
                          "udiff eval-nll MODEL --data SOURCE --json > NLL.json") from None
     value = record.get("bpd", record.get("nll")) if isinstance(record, dict) else None
     if not isinstance(value, (int, float)) or not isinstance(record.get("terms"), dict):
-        raise UdiffError(f"{source}: a JSON object without 'bpd' (or 'nll') and 'terms'; expected udiff eval-nll --json "
-                         "output")
+        raise UdiffError(f"{source}: a JSON object without 'bpd' (or 'nll') and 'terms'; expected the output of "
+                         "udiff eval-nll --json")
     record = {**record, "value": float(value)}
     _write(nll_figure(record), out)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
-from .options import (PATH, check_outputs, conditioning_options, device_option, emit, grid_scale_option, json_option,
+from .options import (PATH, RECIPE_PATH, check_outputs, conditioning_options, device_option, emit, grid_scale_option,
+                      json_option,
                       seed_list_of, set_option)
 
 
 @click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
-@click.argument("model_path", type=PATH, metavar="MODEL|RECIPE")
+@click.argument("model_path", type=RECIPE_PATH, metavar="MODEL|RECIPE")
 @click.option("-n", "--num", type=click.IntRange(min=1), metavar="N", help="Number of samples (seeds SEED..SEED+N-1).")
 @click.option("--seeds", metavar="LIST", help="Seeds, e.g. 0-63 or 0-9,100: sample k uses seed k.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",

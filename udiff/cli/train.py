@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from ..errors import UdiffError
-from .options import (PATH, check_outputs, device_option, emit, is_main, json_option, override, resolve_device,
-                      set_option, stderr_is_terminal)
+from .options import (PATH, RECIPE_PATH, check_outputs, device_option, emit, is_main, json_option, override,
+                      resolve_device, set_option, stderr_is_terminal)
 
 
 @click.command("train", short_help="Train a model from a recipe.")
-@click.argument("recipe_path", type=PATH, metavar="RECIPE")
+@click.argument("recipe_path", type=RECIPE_PATH, metavar="RECIPE")
 @click.option("-o", "--out", required=True, type=PATH, metavar="MODEL",
               help="Model artifact to write (safetensors). A checkpoint MODEL.ckpt.safetensors is kept beside it.")
 @click.option("--data", "data_source", metavar="SOURCE", help="Data source; overrides [data] source.")
@@ -30,7 +30,8 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
     an uninterrupted run. Raising [train] steps and rerunning continues training. Progress goes to
     stderr when it is a terminal.
 
-    The training history (every [train] log_every steps: mean loss, learning rate, gradient norm, img/s) is
+    The training history (every [train] log_every steps: mean loss, learning rate, gradient norm, img/s,
+    bits/dim for weighting = "vlb" on 8-bit images) is
     kept as JSON lines in the metadata entry udiff.history of the checkpoint and of MODEL, continued across
     resumes; `udiff plot history MODEL -o history.png` draws it.
 
