@@ -6,8 +6,7 @@ import click
 
 from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
 from .options import (PATH, RECIPE_PATH, check_outputs, conditioning_options, device_option, emit, grid_scale_option,
-                      json_option,
-                      seed_list_of, set_option)
+                      json_option, seed_list_of, set_option)
 
 
 @click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
