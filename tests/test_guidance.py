@@ -223,7 +223,7 @@ def test_class_conditional_networks_see_the_label(kind):
         net, x, plain = MLP(6, 6, hidden=32, depth=2, classes=4), torch.randn(3, 6), MLP(6, 6, hidden=32, depth=2)
     net.eval()
     for m in net.modules():  # the layers that start near zero (gain 1e-5): give them weight so that labels show
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and float(m.weight.abs().max()) < 1e-3:
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and float(m.weight.detach().abs().max()) < 1e-3:
             torch.nn.init.normal_(m.weight, std=0.05)
     label = torch.full((3,), 100.0)
     a = net(x, label, torch.tensor([0, 1, 2]))
