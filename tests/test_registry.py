@@ -46,8 +46,9 @@ def test_kind_sections_have_one_implementation_per_kind():
     assert sorted(R.kinds("process")) == sorted(build.PROCESSES)
     assert sorted(R.kinds("schedule")) == sorted(build.SCHEDULES)
     assert sorted(R.kinds("basis")) == sorted(BASES)
-    # the diffusion networks, the exact Gaussian denoiser (model.GaussianModel) and eval-fid's classifier
-    assert sorted(R.kinds("net")) == sorted(list(build.NETS) + ["gaussian", "classifier"])
+    # the diffusion networks, the exact Gaussian denoiser (model.GaussianModel), eval-fid's classifier and the
+    # noise-conditional classifier of classifier guidance (model.NoisyClassifier)
+    assert sorted(R.kinds("net")) == sorted(list(build.NETS) + ["gaussian", "classifier", "noisy-classifier"])
     assert R.spec_class("net", "classifier") is R.ClassifierSpec
 
 

@@ -3,7 +3,7 @@
 Every artifact is a plain safetensors file (never a pickle) whose string metadata says what it is:
 
     format          "pt" (what other safetensors tools look for)
-    udiff.kind      model | checkpoint | samples | basis | classifier | stats   (a command refuses the wrong kind)
+    udiff.kind      model | checkpoint | samples | basis | classifier | noisy-classifier | stats   (a command refuses the wrong kind)
     udiff.format    integer version of this layout
     udiff.recipe    the full resolved recipe as canonical JSON (absent for artifacts without one)
     udiff.version   the udiff version that wrote it;  torch.version likewise
@@ -38,13 +38,14 @@ from . import __version__
 from .errors import ArtifactError
 
 FORMAT = 2  # 2: [net] precond (format-1 networks predict epsilon; build.recipe_of reads them so)
-KINDS = ("model", "checkpoint", "samples", "basis", "classifier", "stats")
+KINDS = ("model", "checkpoint", "samples", "basis", "classifier", "noisy-classifier", "stats")
 MAKERS = {  # how to make an artifact of each kind, for error messages
     "basis": "udiff fit-basis",
     "model": "udiff train",
     "checkpoint": "udiff train (it writes MODEL.ckpt.safetensors while training)",
     "samples": "udiff sample",
     "classifier": 'udiff train on a recipe with [net] kind = "classifier"',
+    "noisy-classifier": 'udiff train on a recipe with [net] kind = "noisy-classifier"',
     "stats": "udiff eval-fid --save-ref",
 }
 

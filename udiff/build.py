@@ -82,7 +82,7 @@ def _unet(spec, shape, k_in, k_out):
                               f"(allowed: {', '.join(map(str, resolutions))})")
     return UNet(k_in * c + _cond_channels(spec, shape), k_out * c, h, channels=spec.channels,
                 channel_mult=spec.channel_mult, num_blocks=spec.num_blocks, attn_resolutions=spec.attn_resolutions,
-                dropout=spec.dropout, fourier=spec.fourier_features, fourier_channels=k_in * c)
+                dropout=spec.dropout, fourier=spec.fourier_features, fourier_channels=k_in * c, classes=spec.classes)
 
 
 def _mlp(spec, shape, k_in, k_out):
@@ -90,7 +90,7 @@ def _mlp(spec, shape, k_in, k_out):
 
     d = math.prod(shape)
     return MLP(k_in * d + _cond_channels(spec, shape), k_out * d, hidden=spec.hidden, depth=spec.depth,
-               dropout=spec.dropout)
+               dropout=spec.dropout, classes=spec.classes)
 
 
 NETS = {"unet": _unet, "mlp": _mlp}
@@ -136,7 +136,7 @@ def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
     `fitted`: basis tensors (from fit_basis or a basis artifact). Without them the basis starts from unit
     variances; loading a model artifact then overwrites basis and schedule buffers with the trained ones.
     """
-    from .model import GaussianModel, NetModel
+    from .model import GaussianModel, NetModel, NoisyClassifier
 
     shape = tuple(data_info["shape"])
     basis = build_basis(recipe, shape)
@@ -145,7 +145,10 @@ def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
     process = build_process(recipe)
     schedule = SCHEDULES[recipe.schedule.kind](recipe.schedule, basis)
     if isinstance(recipe.net, R.GaussianNetSpec):
-        return GaussianModel(basis, process, schedule, shape, jitter=recipe.net.jitter)
+        return GaussianModel(basis, process, schedule, shape, jitter=recipe.net.jitter, classes=recipe.net.classes)
+    if isinstance(recipe.net, R.NoisyClassifierSpec):
+        return NoisyClassifier(basis, process, schedule, shape, _noisy_classifier(recipe.net, shape, process.k,
+                                                                                  data_info.get("classes", 0)))
     owner = f"[process] kind = {process.name!r}"
     if recipe.net.precond == "auto":
         recipe = resolve(recipe, data_info)
@@ -154,6 +157,18 @@ def build_model(recipe: R.Recipe, data_info: dict, fitted: dict | None = None):
     net = NETS[recipe.net.kind](recipe.net, shape, process.k, process.predicted)
     precond = PRECONDS.get(recipe.net.precond)(sigma_data=recipe.net.sigma_data)
     return NetModel(basis, process, schedule, shape, net, cond=recipe.net.cond, precond=precond)
+
+
+def _noisy_classifier(spec, shape, k: int, classes: int):
+    from .nets.classifier import NoisyClassifier
+
+    if len(shape) != 3:
+        raise RecipeError(f"[net] kind: 'noisy-classifier' needs image data (C×H×W), got items of shape "
+                          f"{tuple(shape)}")
+    if classes < 2:
+        raise RecipeError("[net] kind: 'noisy-classifier' needs labelled data with at least 2 classes")
+    return NoisyClassifier(k * shape[0], classes, channels=spec.channels, channel_mult=spec.channel_mult,
+                           num_blocks=spec.num_blocks, dropout=spec.dropout)
 
 
 def build_classifier(spec: R.ClassifierSpec, shape, classes: int):

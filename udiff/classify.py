@@ -1,4 +1,6 @@
-"""Training and testing an image classifier ([net] kind = "classifier"): cross-entropy on clean images.
+"""Training and testing an image classifier ([net] kind = "classifier"): cross-entropy on clean images; and the
+noise-conditional classifier of classifier guidance ([net] kind = "noisy-classifier", model.NoisyClassifier),
+whose forward pass noises the clean batch itself, so that the same loop trains it.
 
 This is the path `udiff train` takes for a classifier recipe, beside (not through) the diffusion loop of
 train.py. AdamW with linear warm-up and cosine decay of the learning rate, gradient clipping, optional
@@ -124,3 +126,23 @@ def accuracy(net, data: Dataset, *, batch_size: int = 500, device="cpu") -> floa
         x = to_unit(data.images[i:i + batch_size].to(device))
         right += int((net(x).argmax(1).cpu() == data.labels[i:i + batch_size]).sum())
     return right / len(data)
+
+
+NOISY_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)  # where a noisy classifier's test accuracy is reported
+
+
+@torch.no_grad()
+def noisy_accuracy(model, data: Dataset, times=NOISY_TIMES, *, batch_size: int = 500, device="cpu") -> dict:
+    """{t: accuracy} of a noise-conditional classifier on noisy states of `data` at each time t (clamped to the
+    schedule's t_min), the noise drawn from seed 0."""
+    model.eval()
+    out = {}
+    for t in times:
+        torch.manual_seed(0)
+        right = 0
+        for i in range(0, len(data), batch_size):
+            x = to_unit(data.images[i:i + batch_size].to(device))
+            tt = torch.full((len(x),), max(float(t), model.schedule.t_min), dtype=torch.float64, device=device)
+            right += int((model(x, tt).argmax(1).cpu() == data.labels[i:i + batch_size]).sum())
+        out[t] = right / len(data)
+    return out

@@ -4,7 +4,7 @@ State layout: z (B, k, *event), k numbers per component; data enter as x0 (B, 1,
 the network predicts ε of the last `process.predicted` slots. With h = Φ e₁ (z's mean per unit x0) and L the
 lower Cholesky factor of Σ (process.cov), the kernel is z = h x0 + L ε (docs/processes.md):
 
-    perturb, eps_from_x0, x0_from_eps, score_from_eps     the conversions ε ↔ x0 ↔ score
+    perturb, eps_from_x0, x0_from_eps, score_from_eps     the conversions ε ↔ x0 ↔ score (eps_shift: a score change)
     observation                                            z as a linear observation of x0 (w = hᵀΣ⁻¹h)
     reverse_drift, diffuse                                 the reverse SDE / probability-flow ODE per unit t
     posterior, ancestral_step, forward_step, ddim_step     Gaussian steps between two levels
@@ -59,6 +59,15 @@ def score_from_eps(proc, eps, lvl):
         return unvec(-triu_solve_t(L, vec(eps).double())).to(eps.dtype)
     s_m = -eps[:, 0].double() / L[..., 1, 1]
     return torch.stack([torch.zeros_like(s_m), s_m], 1).to(eps.dtype)
+
+
+def eps_shift(proc, ds, lvl):
+    """The change of the predicted slots' ε that adds ds (B, k, *event) to the score: ε = −Lᵀ s is the inverse of
+    score_from_eps, so s + ds is ε − Lᵀ ds (classifier guidance; docs/guidance.md). For a network of the
+    momentum's ε only, (Lᵀ ds)_m = l22 ds_m: the position's entry of the score is not used."""
+    _, L = mean_and_factor(proc, lvl)
+    shift = unvec(matvec(L.mT.to(ds.dtype), vec(ds)))
+    return shift[:, proc.k - proc.predicted:]
 
 
 def observation(proc, z, lvl):

@@ -69,11 +69,14 @@ class HeldModel:
 
 def inpaint(model, x_known: torch.Tensor, mask: torch.Tensor, seeds, plan: Plan | None = None, *,
             method: str = "replace", resample: int = 1, batch_size: int = 256, device="cpu", autocast=None,
-            progress=None):
+            progress=None, cond=None):
     """Inpaint items x_known (N, *event, data space) where `mask` (event shape or (N, *event), bool) is known.
 
-    Item k uses seed k. Returns (x, used): the completed items (N, *event) and what was run.
+    Item k uses seed k (and label k of `cond`, a guidance.Conditioning). Returns (x, used): the completed items
+    (N, *event) and what was run.
     """
+    if cond is not None:
+        cond.check(model)
     if method not in INPAINT_METHODS:
         raise UdiffError(f"unknown inpainting method {method!r} (allowed: {', '.join(METHODS)})")
     plan = (plan or Plan()).resolve(model)
@@ -92,13 +95,14 @@ def inpaint(model, x_known: torch.Tensor, mask: torch.Tensor, seeds, plan: Plan 
 
     def body(batch, start, noise):
         sl = slice(start, start + len(batch))
+        run = model if cond is None else cond.bind(model, start, len(batch))
         xk = x_known[sl].to(device=device, dtype=torch.float64)
         m = mask if mask.shape[0] == 1 else mask[sl]
         x0k = model.encode(xk)  # (b, 1, *event) components
         z = C.prior_sample(model.process, noise(0, shape).double(), lvl1)
         with autocast or contextlib.nullcontext():
             if method == "soft":
-                held = HeldModel(model, m, plan.t_end)
+                held = HeldModel(run, m, plan.t_end)
                 known = C.perturb(model.process, x0k, noise(_KNOWN_STREAM, shape).double(), held.hold)
                 z = torch.where(m.unsqueeze(1), known, z)
                 x0, nfe = fn(held, z, ts, noise, **plan.options())
@@ -111,17 +115,18 @@ def inpaint(model, x_known: torch.Tensor, mask: torch.Tensor, seeds, plan: Plan 
                 return component_layout(model, y)
 
             if resample > 1:
-                x0, nfe = _repaint(model, z, ts, noise, replace, resample)
+                x0, nfe = _repaint(run, z, ts, noise, replace, resample)
             else:
                 z = replace(-1, z, model.level(ts[:1].to(device)))
-                x0, nfe = fn(model, z, ts, noise, callback=replace, **plan.options())
+                x0, nfe = fn(run, z, ts, noise, callback=replace, **plan.options())
             return torch.where(m, xk, model.decode(x0.float()).double()), nfe
 
     x, nfe = in_batches(seeds, batch_size, device, body, progress)
     if x is None:
         x = torch.zeros((0,) + model.event_shape)
     check_finite(x, f"udiff inpaint ({plan.sampler}, {plan.steps} steps)")
-    return x, {"method": method, **plan.described(nfe), "resample": resample}
+    return x, {"method": method, **plan.described(nfe), "resample": resample,
+               **(cond.described() if cond is not None else {})}
 
 
 def _repaint(model, z, ts, noise, replace, resample: int):

@@ -466,14 +466,17 @@ def in_batches(seeds, batch_size: int, device, body, progress=None, world=None, 
 
 
 def generate(model, seeds, plan: Plan | None = None, *, batch_size=256, device="cpu", autocast=None,
-             progress=None, world=None):
+             progress=None, world=None, cond=None):
     """Draw one sample per seed (sample k from seed k) in data space, float32 (N, *event).
 
     Returns (x, used): `used` says what was run (plan.described). Batches never change the result: every
     random number of sample k comes from seed k. A non-finite sample stops the run (NonFiniteResult).
     Under torchrun (`world`), the ranks share the batches and rank 0 returns all samples in order; the other
-    ranks return x = None.
+    ranks return x = None. `cond`: a guidance.Conditioning with one label per seed (class-conditional sampling
+    and guidance).
     """
+    if cond is not None:
+        cond.check(model)
     plan = (plan or Plan()).resolve(model)
     ts = plan.grid_times(model)
     fn = SAMPLERS.get(plan.sampler)
@@ -482,8 +485,9 @@ def generate(model, seeds, plan: Plan | None = None, *, batch_size=256, device="
 
     def body(batch, start, noise):
         z = C.prior_sample(model.process, noise(0, shape).double(), lvl1)
+        run = model if cond is None else cond.bind(model, start, len(batch))
         with autocast or contextlib.nullcontext():
-            x0, nfe = fn(model, z, ts, noise, **plan.options())
+            x0, nfe = fn(run, z, ts, noise, **plan.options())
         return model.decode(x0.float()), nfe
 
     x, nfe = in_batches(seeds, batch_size, device, body, progress, world, model.event_shape)
@@ -492,4 +496,4 @@ def generate(model, seeds, plan: Plan | None = None, *, batch_size=256, device="
     if x is None:
         x = torch.zeros((0,) + model.event_shape)
     check_finite(x, f"udiff sample ({plan.sampler}, {plan.steps} steps)")
-    return x, plan.described(nfe)
+    return x, {**plan.described(nfe), **(cond.described() if cond is not None else {})}

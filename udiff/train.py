@@ -20,6 +20,7 @@ from . import artifacts
 from .data import Dataset, to_unit
 from .distributed import World, all_sum, average_gradients, shard
 from .errors import ArtifactError, UdiffError
+from .guidance import Labelled
 from .likelihood import vlb_loss
 from .losses import diffusion_loss
 from .registry import TIMES
@@ -177,7 +178,7 @@ def fit_gaussian(model, data: Dataset, device) -> TrainResult:
     """The `gaussian` net: mean and covariance of the data, no gradient steps."""
     t0 = time.perf_counter()
     model.prepare(device)
-    model.fit(data.unit().to(device))
+    model.fit(data.unit().to(device), None if data.labels is None else data.labels.to(device))
     return TrainResult(0, 0, time.perf_counter() - t0, 0.0, float("nan"), str(device), None)
 
 
@@ -223,6 +224,7 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     images = data.tensor.to(dev)
+    labels = data.labels.to(dev) if model.classes else None  # class-conditional: checked by guidance.check_labels
     batch = spec.batch_size
     order = BatchOrder(len(data), batch, spec.seed, dev)
     part = shard(batch, world)
@@ -262,13 +264,17 @@ def train(model, data: Dataset, rec, *, device, out_path: str, data_info: dict, 
             g["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) if spec.warmup else spec.lr
         sched = {k: v[part] for k, v in model.schedule.draw_params(batch, dev).items()}
         eps0 = torch.randn((batch,) + shape, device=dev)[part] if vlb_noise else None
+        run = model
+        if labels is not None:  # the batch's labels, some dropped to the null class ([train] label_dropout)
+            keep = torch.rand(batch, device=dev)[part] >= spec.label_dropout
+            run = Labelled(model, torch.where(keep, labels[idx], model.classes))
         if world.size > 1:  # dropout: each rank's own masks
             torch.manual_seed(step_seed(spec.seed, step, salt=DROPOUT_SALT + world.rank))
         with autocast:
             if spec.weighting == "vlb":  # the whole bound (prior + reconstruction + diffusion), per dim
-                per_item = vlb_loss(model, x, x0, t, eps, data.is_image8, sched, eps0=eps0)
+                per_item = vlb_loss(run, x, x0, t, eps, data.is_image8, sched, eps0=eps0)
             else:
-                per_item = diffusion_loss(model, x0, t, eps, spec.weighting, sched)
+                per_item = diffusion_loss(run, x0, t, eps, spec.weighting, sched)
             loss = per_item.sum() * scale
         loss.backward()
         average_gradients(outside)

@@ -59,7 +59,7 @@ def command(recipe_path, sampler, steps, time_grid, num, seed, nll_items, max_di
         if val is not None:
             extra.append(override("sample", key, val))
     rec = R.load(recipe_path, extra)
-    if isinstance(rec.net, R.ClassifierSpec):
+    if isinstance(rec.net, (R.ClassifierSpec, R.NoisyClassifierSpec)):
         raise click.UsageError(f"{recipe_path}: a classifier recipe has no sampler to check")
     ds = D.load(rec.data.source, rec.data.limit)
     plan = Plan.from_spec(rec.sample)

@@ -6,7 +6,8 @@ import click
 
 from ..images import IMAGE_EXTS
 from ..registry import GRIDS, INPAINT_METHODS, MASKS, SAMPLERS
-from .options import PATH, check_outputs, device_option, emit, grid_scale_option, json_option, set_option
+from .options import (PATH, check_outputs, conditioning_options, device_option, emit, grid_scale_option, json_option,
+                      set_option)
 
 
 @click.command("inpaint", short_help="Fill in the unknown part of images.")
@@ -31,17 +32,20 @@ from .options import PATH, check_outputs, device_option, emit, grid_scale_option
 @click.option("--steps", type=click.IntRange(min=1), metavar="K", help="Steps; overrides [sample] steps.")
 @click.option("--time-grid", type=click.Choice(GRIDS.names()), help="Time grid; overrides [sample] grid.")
 @click.option("--basis", "basis_path", type=PATH, metavar="BASIS", help="Check that MODEL was trained in this basis.")
+@conditioning_options
 @set_option
 @device_option
 @json_option
 def command(model_path, image, mask_spec, out, grid_png, grid_scale, method, resample, num, seed, sampler, steps,
-            time_grid, basis_path, overrides, device, as_json):
+            time_grid, basis_path, class_, labels, guidance, classifier_path, classifier_scale, overrides, device,
+            as_json):
     """Inpaint IMAGE with MODEL where MASK says what is known.
 
     IMAGE is a PNG/JPEG file, a safetensors file (a samples artifact, or key `images`/`x`), or a data
     source such as fashion-mnist:test. With --method replace the mask is in pixels for every basis; with
     --method soft it marks the basis's components (pixels for the pixel basis) and the model should have
-    been trained with [net] cond = "gamma-map" (or be the exact `gaussian` net).
+    been trained with [net] cond = "gamma-map" (or be the exact `gaussian` net). --class, --labels, --guidance
+    and --classifier condition the filled-in part on a class, as in `udiff sample`.
 
     \b
     udiff inpaint run/model.safetensors fashion-mnist:test -n 16 --mask lower-half -o run/filled.png \\
@@ -56,7 +60,7 @@ def command(model_path, image, mask_spec, out, grid_png, grid_scale, method, res
     from ..data import to_uint8
     from ..images import read_items, read_mask
     from ..inpaint import inpaint
-    from .models import autocast, load_for_sampling
+    from .models import autocast, conditioning, load_for_sampling
 
     if not out and not grid_png:
         raise click.UsageError("nothing to write: give -o OUT and/or --grid PNG")
@@ -69,9 +73,10 @@ def command(model_path, image, mask_spec, out, grid_png, grid_scale, method, res
         x_known = x_known[:num]
     mask = read_mask(mask_spec, shape)
     seeds = list(range(seed, seed + len(x_known)))
+    cond = conditioning(run, len(seeds), class_, labels, guidance, classifier_path, classifier_scale, model_path)
     t0 = time.perf_counter()
     x, used = inpaint(run.model, x_known, mask, seeds, run.plan, method=method, resample=resample,
-                      batch_size=rec.sample.batch_size, device=dev, autocast=autocast(dev))
+                      batch_size=rec.sample.batch_size, device=dev, autocast=autocast(dev), cond=cond)
     seconds = time.perf_counter() - t0
     result = to_uint8(x) if image8 else x
     with artifacts.Outputs() as outputs:
@@ -84,7 +89,7 @@ def command(model_path, image, mask_spec, out, grid_png, grid_scale, method, res
             save_png(outputs.stage(out), grid(pics), scale=grid_scale)
         elif out:
             tensors = {"seeds": torch.tensor(seeds), ("images" if image8 else "x"): result,
-                       "mask": mask.to(torch.uint8)}
+                       "mask": mask.to(torch.uint8), **({"labels": cond.labels} if cond is not None else {})}
             with open(outputs.stage(out), "wb") as fh:
                 fh.write(artifacts.to_bytes(tensors, "samples", rec.to_json(), {
                     "udiff.inpaint": {**used, "mask": mask_spec, "image": image}, "udiff.data": info}))

@@ -161,3 +161,45 @@ def write_samples(out, tensors: dict, recipe_json: str, meta: dict, *, grid_png=
         outputs.commit()
     if out == "-":
         artifacts.save("-", tensors, "samples", recipe_json, meta)
+
+
+def conditioning(run: Loaded, n: int, class_, labels, guidance, classifier_path, classifier_scale, model_path):
+    """The guidance.Conditioning of --class/--labels/--guidance/--classifier for n items, or None without them."""
+    import torch
+
+    from ..guidance import Conditioning, read_labels
+
+    if class_ is not None and labels is not None:
+        raise click.UsageError("--class and --labels both say which classes to draw; give one")
+    if class_ is None and labels is None:
+        if guidance is not None or classifier_path:
+            flag = "--guidance" if guidance is not None else "--classifier"
+            raise click.UsageError(f"{flag}: guides towards a class; say which with --class K or --labels LIST")
+        return None
+    ys = [class_] * n if class_ is not None else read_labels(labels)
+    if len(ys) != n:
+        raise click.UsageError(f"--labels: {len(ys)} labels for {n} items; give one label per seed")
+    classifier = load_classifier(classifier_path, run, model_path) if classifier_path else None
+    cond = Conditioning(torch.tensor(ys, dtype=torch.long), 1.0 if guidance is None else guidance, classifier,
+                        classifier_scale)
+    cond.check(run.model)
+    return cond
+
+
+def load_classifier(path: str, run: Loaded, model_path: str):
+    """A noisy-classifier artifact, on MODEL's device, refused unless it was trained on MODEL's basis, process and
+    schedule (it must see the states MODEL's sampler makes)."""
+    from .. import artifacts
+    from ..build import model_from_artifact, section_changes
+    from ..errors import ArtifactError
+
+    art = artifacts.load(path, "noisy-classifier")
+    net, rec, info = model_from_artifact(art)
+    same = {"data": ("*",), "net": ("*",), "train": ("*",), "sample": ("*",)}
+    diffs = section_changes(rec, run.recipe, same)
+    if diffs or tuple(info["shape"]) != tuple(run.info["shape"]):
+        what = diffs[0] if diffs else f"items of shape {tuple(info['shape'])}"
+        raise ArtifactError(f"--classifier {path}: trained on other states than {model_path}'s ({what}); train it "
+                            "with the model's [basis], [process] and [schedule]")
+    net.source = f"{path} (sha256 {art.meta.get('udiff.sha256', '?')[:16]})"
+    return net.prepare(run.device)

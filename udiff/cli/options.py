@@ -45,6 +45,29 @@ def grid_scale_option(f):
                              "at least 256 pixels on its longer side].")(f)
 
 
+def conditioning_options(f):
+    """--class, --labels, --guidance, --classifier, --classifier-scale (sample and inpaint; cli.models.conditioning)."""
+    opts = [
+        click.option("--class", "class_", type=click.IntRange(min=0), metavar="K",
+                     help="Draw every item of class K (a class-conditional model, or --classifier)."),
+        click.option("--labels", metavar="FILE|LIST",
+                     help="One class label per seed, in order: a list such as 0,1,2 or 0*8,1*8, or a text file with "
+                          "one label per line."),
+        click.option("--guidance", type=click.FloatRange(min=0.0), metavar="W",
+                     help="Classifier-free guidance weight: eps_u + W (eps_c - eps_u); 1 = the conditional model "
+                          "alone, 0 = its unconditional branch (e.g. with --classifier) [default: 1]."),
+        click.option("--classifier", "classifier_path", type=PATH, metavar="CLS",
+                     help="Classifier guidance: a noisy-classifier artifact (udiff train, [net] kind = "
+                          "\"noisy-classifier\") of MODEL's process and schedule; adds S grad log p(y | z_t) to the "
+                          "score."),
+        click.option("--classifier-scale", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+                     metavar="S", help="Scale S of the classifier's gradient."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def check_outputs(*paths):
     """Refuse unwritable outputs (a directory, a path under a file, -o - on a terminal) before any work is done."""
     from ..artifacts import check_output

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..recipe import GRIDS, SAMPLERS, TARGET_SAMPLERS
-from .options import (PATH, RECIPE_PATH, check_outputs, device_option, emit, grid_scale_option, json_option,
-                      seed_list_of, set_option)
+from .options import (PATH, RECIPE_PATH, check_outputs, conditioning_options, device_option, emit, grid_scale_option,
+                      json_option, seed_list_of, set_option)
 
 
 @click.command("sample", short_help="Draw samples from a model, or from a target density given in a recipe.")
@@ -30,11 +30,13 @@ from .options import (PATH, RECIPE_PATH, check_outputs, device_option, emit, gri
 @click.option("--basis", "basis_path", type=PATH, metavar="BASIS", help="Check that MODEL was trained in this basis.")
 @click.option("--compare", is_flag=True, help="Target recipes: also run the other samplers on the same budget and "
               "seeds, and report their metrics (the samples written are the recipe's sampler's).")
+@conditioning_options
 @set_option
 @device_option
 @json_option
 def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_png, grid_scale, batch_size,
-            no_ema, basis_path, compare, overrides, device, as_json):
+            no_ema, basis_path, compare, class_, labels, guidance, classifier_path, classifier_scale, overrides, device,
+            as_json):
     """Draw samples from MODEL (a model artifact from `udiff train`, or its checkpoint), one per seed.
 
     Sample k comes from seed k alone, so it is the same whatever the batch size. Image models write
@@ -48,6 +50,16 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     (no model, no data). Its samples come from annealed Langevin on the dilation path, or from a baseline
     (--sampler ula, mala, convolution-mc), with `steps` target-gradient evaluations per sample; when the
     target has exact samples, the mode-weight error, MMD and sliced W2 against them are reported and stored.
+
+    \b
+    A class-conditional model ([net] classes = K) draws class K with --class K, one class per seed with --labels,
+    and with classifier-free guidance --guidance W; an unconditional one is guided by a noise-conditional
+    classifier with --classifier CLS --class K --classifier-scale S (docs/guidance.md). The labels go into the
+    samples artifact (tensor `labels`), the class, guidance and classifier into its metadata.
+
+    \b
+    udiff sample run/cond.safetensors --seeds 0-99 --class 3 --guidance 2 -o run/class3.safetensors
+    udiff sample run/psld.safetensors --seeds 0-99 --class 3 --classifier run/noisy.safetensors -o run/c3.safetensors
 
     \b
     udiff sample recipes/dilation-gmm.toml -n 10000 -o run/gmm.safetensors
@@ -64,6 +76,10 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     if looks_like_recipe(model_path):
         from .. import distributed
 
+        if any(v is not None for v in (class_, labels, guidance, classifier_path)):
+            raise click.UsageError(f"{model_path}: a target recipe has no classes; --class, --labels, --guidance and "
+                                   "--classifier apply to trained models")
+
         if distributed.world().size > 1:
             raise click.UsageError(f"{model_path}: a target recipe samples in one process (its particles interact); "
                                    "run it without torchrun")
@@ -78,10 +94,11 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     import time
 
     from ..samplers import generate
-    from .models import autocast, load_for_sampling, progress, sample_tensors, write_samples
+    from .models import autocast, conditioning, load_for_sampling, progress, sample_tensors, write_samples
 
     run = load_for_sampling(model_path, overrides, sampler=sampler, steps=steps, time_grid=time_grid,
                             batch_size=batch_size, no_ema=no_ema, basis_path=basis_path, device=device)
+    cond = conditioning(run, len(seed_list), class_, labels, guidance, classifier_path, classifier_scale, model_path)
     if grid_png and len(run.info["shape"]) != 3:
         raise click.UsageError(f"--grid needs image samples; this model makes vectors of shape "
                                f"{tuple(run.info['shape'])}")
@@ -91,11 +108,13 @@ def command(model_path, num, seeds, seed, sampler, steps, time_grid, out, grid_p
     t0 = time.perf_counter()
     with progress(len(seed_list), "sample") as update:
         x, used = generate(run.model, seed_list, run.plan, batch_size=run.recipe.sample.batch_size,
-                           device=run.device, autocast=autocast(run.device), progress=update, world=world)
+                           device=run.device, autocast=autocast(run.device), progress=update, world=world, cond=cond)
     seconds = time.perf_counter() - t0
     if not world.main:  # rank 0 writes
         return
     tensors = sample_tensors(x, seed_list, run.image8)
+    if cond is not None:
+        tensors["labels"] = cond.labels
     meta = {"udiff.samples": {**used, "ema": run.ema, "n": len(seed_list), "world_size": world.size,
                               "model": run.artifact.meta.get("udiff.sha256")}, "udiff.data": run.info}
     write_samples(out, tensors, run.recipe.to_json(), meta, grid_png=grid_png, grid_scale=grid_scale,

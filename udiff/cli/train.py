@@ -41,10 +41,12 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
 
     A recipe with [net] kind = "classifier" trains an image classifier on labelled data instead (cross-entropy,
     no checkpoints) and writes a `classifier` artifact with its accuracy on held-out data, for
-    `udiff eval-fid --extractor classifier:PATH`.
+    `udiff eval-fid --extractor classifier:PATH`. With [net] kind = "noisy-classifier" it trains a
+    noise-conditional classifier of the recipe's process and schedule, for `udiff sample --classifier`.
 
     \b
     udiff train recipes/classifier-fashion-mnist.toml -o run/classifier.safetensors
+    udiff train recipes/psld-fashion-mnist.toml --set net.kind=noisy-classifier -o run/noisy.safetensors
     """
     from .. import data as D
     from .. import recipe as R
@@ -65,8 +67,14 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
     if isinstance(rec.net, R.ClassifierSpec):
         if basis_path:
             raise click.UsageError("--basis: a classifier recipe ([net] kind = \"classifier\") has no basis")
-        return train_classifier(rec, ds, out, device, dry_run, as_json)
+        return train_classifier(rec, ds, out, None, device, dry_run, as_json)
+    if isinstance(rec.net, R.NoisyClassifierSpec):
+        return train_classifier(rec, ds, out, basis_path, device, dry_run, as_json)
     info = ds.info()
+    if getattr(rec.net, "classes", 0):
+        from ..guidance import check_labels
+
+        check_labels(ds.labels, rec.net.classes, ds.source)
 
     from ..build import build_model, fit_basis, resolve
     from .fit_basis import load_basis
@@ -118,35 +126,64 @@ def command(recipe_path, out, data_source, basis_path, overrides, device, seed, 
          f"udiff train: wrote {out}: {how}")
 
 
-def train_classifier(rec, ds, out, device, dry_run, as_json):
-    """[net] kind = "classifier": fit on labelled images, test on held-out ones, write a `classifier` artifact."""
+def _classifier_data(rec, ds, dry_run):
+    """(train, test, test source) of a classifier recipe's labelled data; None once --dry-run printed the recipe."""
+    from .. import classify
+    from .. import data as D
+    from .. import distributed
+
+    parts = classify.split(ds, rec.net.test, rec.net.holdout, D.load)
+    if dry_run:
+        click.echo(rec.toml())
+        return None
+    if distributed.world().size > 1:
+        raise UdiffError(f"a classifier recipe ([net] kind = \"{rec.net.kind}\") trains in one process; run it "
+                         "without torchrun")
+    return parts
+
+
+def train_classifier(rec, ds, out, basis_path, device, dry_run, as_json):
+    """[net] kind = "classifier": fit on labelled images, test on held-out ones, write a `classifier` artifact.
+    [net] kind = "noisy-classifier": the same on noisy states of the recipe's process at random times, tested at
+    each of classify.NOISY_TIMES, written as a `noisy-classifier` artifact."""
     import torch
 
     from .. import artifacts
     from .. import classify
-    from .. import data as D
-    from ..build import build_classifier
+    from .. import recipe as R
+    from ..build import build_classifier, build_model, fit_basis
+    from ..train import export_state
+    from .fit_basis import load_basis
 
-    train, test, test_source = classify.split(ds, rec.net.test, rec.net.holdout, D.load)
-    if dry_run:
-        click.echo(rec.toml())
+    parts = _classifier_data(rec, ds, dry_run)
+    if parts is None:
         return
-    from .. import distributed
-
-    if distributed.world().size > 1:
-        raise UdiffError("a classifier recipe ([net] kind = \"classifier\") trains in one process; run it without "
-                         "torchrun")
+    train, test, test_source = parts
+    noisy = isinstance(rec.net, R.NoisyClassifierSpec)
     dev = resolve_device(device)
     classes = classify.num_classes(train, test)
+    info = {**train.info(), "classes": classes} if noisy else train.info()
     torch.manual_seed(rec.train.seed)
-    net = build_classifier(rec.net, train.shape, classes)
+    if noisy:
+        fitted = load_basis(basis_path, rec, train.shape) if basis_path else fit_basis(rec, train.unit())
+        net = build_model(rec, info, fitted)
+    else:
+        net = build_classifier(rec.net, train.shape, classes)
     result = classify.fit(net, train, test, test_source, rec.train, hflip=rec.data.hflip, device=dev,
                           progress=stderr_is_terminal())
-    n_params = sum(p.numel() for p in net.parameters())
+    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     summary = {**result.as_dict(), "classes": classes, "shape": list(train.shape), "parameters": n_params}
-    artifacts.save(out, {f"weights.{k}": v for k, v in net.state_dict().items()}, "classifier", rec.to_json(),
-                   meta={"udiff.data": train.info(), "udiff.classifier": summary})
+    accuracy = f"{100 * result.test_accuracy:.2f}%"
+    if noisy:
+        levels = classify.noisy_accuracy(net, test, device=dev)
+        summary["accuracy_at_t"] = {str(t): a for t, a in levels.items()}
+        accuracy = ", ".join(f"{100 * a:.1f}% at t = {t:g}" for t, a in levels.items())
+        tensors, kind = export_state(net), "noisy-classifier"
+        extra = {"udiff.basis": {"kind": rec.basis.kind, "from": basis_path or "fitted to the training data"}}
+    else:
+        tensors, kind, extra = {f"weights.{k}": v for k, v in net.state_dict().items()}, "classifier", {}
+    artifacts.save(out, tensors, kind, rec.to_json(), meta={"udiff.data": info, "udiff.classifier": summary, **extra})
     emit(as_json, {"out": out, **summary},
-         f"udiff train: wrote {out}: classifier, {result.steps} steps, {result.images_per_second:.0f} img/s on "
-         f"{result.device}, loss {result.loss:.4g}; test accuracy {100 * result.test_accuracy:.2f}% on "
-         f"{result.n_test} images of {test_source}")
+         f"udiff train: wrote {out}: {kind}, {result.steps} steps, {result.images_per_second:.0f} img/s on "
+         f"{result.device}, loss {result.loss:.4g}; test accuracy {accuracy} on {result.n_test} images of "
+         f"{test_source}")

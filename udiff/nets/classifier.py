@@ -46,3 +46,41 @@ class Classifier(nn.Module):
         """Class logits (B, classes)."""
         h = F.dropout(self.features(x), p=self.dropout, training=self.training)
         return self.out(h)
+
+
+class NoisyClassifier(nn.Module):
+    """A noise-conditional classifier p(y | z_t) for classifier guidance: the U-Net's encoder half (nets/unet.py's
+    residual blocks, the noise label embedded the same way) at C, 2C, 4C channels with a down-sampling block
+    between resolutions, then GroupNorm, SiLU, global average pooling and a linear layer to the class logits.
+    GroupNorm rather than BatchNorm: its output must not depend on the other items of the batch, whose noise
+    levels differ. Input: the process state in data layout, stacked along channels (B, k·C, H, W)."""
+
+    def __init__(self, in_channels: int, classes: int, *, channels: int = 32, channel_mult=(1, 2, 2),
+                 num_blocks: int = 1, dropout: float = 0.0):
+        super().__init__()
+        from .embeddings import PositionalEmbedding, xavier_
+        from .unet import Block, _group_norm
+
+        emb = 4 * channels
+        self.embed = PositionalEmbedding(channels)
+        self.map0 = xavier_(nn.Linear(channels, emb))
+        self.map1 = xavier_(nn.Linear(emb, emb))
+        self.conv_in = xavier_(nn.Conv2d(in_channels, channels, 3, padding=1))
+        self.blocks = nn.ModuleList()
+        cout = channels
+        for level, mult in enumerate(channel_mult):
+            if level > 0:
+                self.blocks.append(Block(cout, cout, emb, down=True, dropout=dropout))
+            for _ in range(num_blocks):
+                cin, cout = cout, channels * mult
+                self.blocks.append(Block(cin, cout, emb, dropout=dropout))
+        self.norm_out = _group_norm(cout)
+        self.out = xavier_(nn.Linear(cout, classes))
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, classes) of states x at noise labels `label` (B,)."""
+        emb = F.silu(self.map1(F.silu(self.map0(self.embed(label)))))
+        h = self.conv_in(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(F.silu(self.norm_out(h)).mean((-2, -1)))

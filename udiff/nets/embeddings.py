@@ -20,6 +20,26 @@ class PositionalEmbedding(nn.Module):
         return torch.cat([x.cos(), x.sin()], dim=1)
 
 
+class ClassEmbedding(nn.Module):
+    """Class labels 0 ... K-1, and K for "no class" (label dropout's null class), as vectors added to the noise
+    embedding (EDM's map_label, one row per class). K = 0: an unconditional network, which takes no labels."""
+
+    def __init__(self, classes: int, num_channels: int):
+        super().__init__()
+        self.classes = int(classes)
+        self.table = nn.Embedding(self.classes + 1, num_channels) if self.classes else None
+        if self.table is not None:
+            nn.init.normal_(self.table.weight, std=1.0)
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """emb (B, C) plus the rows of `labels` (B,) (None: the null class)."""
+        if self.table is None:
+            return emb
+        if labels is None:
+            labels = torch.full((emb.shape[0],), self.classes, dtype=torch.long, device=emb.device)
+        return emb + self.table(labels.to(device=emb.device, dtype=torch.long)).to(emb.dtype)
+
+
 def xavier_(module: nn.Module, gain: float = 1.0) -> nn.Module:
     """Xavier-uniform weights scaled by `gain` (a tiny gain makes a near-zero initial output), zero bias."""
     nn.init.xavier_uniform_(module.weight)

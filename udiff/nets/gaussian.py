@@ -46,3 +46,27 @@ def posterior_mean(mean: torch.Tensor, cov: torch.Tensor, w: torch.Tensor, y: to
     else:
         sol = torch.linalg.solve(a, r.unsqueeze(-1)).squeeze(-1)
     return mean + sol @ cov
+
+
+def log_evidence(mean: torch.Tensor, cov: torch.Tensor, w: torch.Tensor, y: torch.Tensor, post=None) -> torch.Tensor:
+    """log p(z_t) up to a term that does not depend on (mean, cov), for x0 ~ N(mean, cov), (B,):
+
+        mᵀy − ½ mᵀWm − ½ log det(I + W^½ C W^½) + ½ rᵀ C (I + W C)⁻¹ r,    r = y − W m, W = diag(w)
+
+    (q(z | x0) ∝ exp(x0ᵀy − ½ x0ᵀWx0) in x0, integrated against N(m, C); docs/guidance.md). Differences of it
+    between Gaussians are log-likelihood ratios: a class posterior p(k | z_t) is softmax(log π_k + this).
+    `post`: posterior_mean(mean, cov, w, y) when the caller has it."""
+    r = y.double() - w * mean
+    eye = torch.eye(cov.shape[0], dtype=torch.float64, device=y.device)
+    sw = w.clamp_min(0).sqrt()
+    _, logdet = torch.linalg.slogdet(eye + sw[:, :, None] * cov[None] * sw[:, None, :])  # (1 or B,)
+    post = posterior_mean(mean, cov, w, y) if post is None else post
+    quad = (r * (post - mean)).sum(-1)
+    return (y.double() * mean).sum(-1) - 0.5 * (w * mean * mean).sum(-1) - 0.5 * logdet + 0.5 * quad
+
+
+def class_moments(x: torch.Tensor, labels: torch.Tensor, classes: int, jitter: float = 0.0):
+    """Per class k < `classes`: the fraction π_k of the items, their mean and covariance ((K,), (K, d), (K, d, d))."""
+    stats = [moments(x[labels == k], jitter) for k in range(classes)]
+    counts = torch.stack([(labels == k).sum() for k in range(classes)]).double()
+    return counts / counts.sum(), torch.stack([m for m, _ in stats]), torch.stack([c for _, c in stats])

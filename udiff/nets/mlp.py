@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import PositionalEmbedding, xavier_
+from .embeddings import ClassEmbedding, PositionalEmbedding, xavier_
 
 
 class ResidualBlock(nn.Module):
@@ -24,17 +24,19 @@ class ResidualBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, *, hidden: int = 256, depth: int = 4, dropout: float = 0.0):
+    def __init__(self, in_dim: int, out_dim: int, *, hidden: int = 256, depth: int = 4, dropout: float = 0.0,
+                 classes: int = 0):
         super().__init__()
         self.embed = PositionalEmbedding(hidden)
+        self.label_embed = ClassEmbedding(classes, hidden)
         self.map = nn.Sequential(xavier_(nn.Linear(hidden, hidden)), nn.SiLU(), xavier_(nn.Linear(hidden, hidden)))
         self.inp = xavier_(nn.Linear(in_dim, hidden))
         self.blocks = nn.ModuleList(ResidualBlock(hidden, dropout) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden)
         self.out = xavier_(nn.Linear(hidden, out_dim), gain=1e-5)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(self.map(self.embed(label)))
+    def forward(self, x: torch.Tensor, label: torch.Tensor, class_labels=None) -> torch.Tensor:
+        emb = F.silu(self.map(self.label_embed(self.embed(label), class_labels)))
         h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h, emb)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import PositionalEmbedding, xavier_
+from .embeddings import ClassEmbedding, PositionalEmbedding, xavier_
 
 PRESETS = {
     # EDM's DDPM++ CIFAR-10 network (≈56M parameters at 32×32×3).
@@ -104,13 +104,14 @@ def fourier_features(x: torch.Tensor, exponents) -> torch.Tensor:
 class UNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, resolution: int, *, channels: int = 128,
                  channel_mult=(2, 2, 2), num_blocks: int = 4, attn_resolutions=(16,), dropout: float = 0.1,
-                 emb_mult: int = 4, fourier=(), fourier_channels: int = 0):
+                 emb_mult: int = 4, fourier=(), fourier_channels: int = 0, classes: int = 0):
         super().__init__()
         # Fourier features of the first `fourier_channels` input channels (the state) are appended to the input
         self.fourier, self.fourier_channels = tuple(fourier), int(fourier_channels) if fourier else 0
         in_channels += 2 * len(self.fourier) * self.fourier_channels
         emb = channels * emb_mult
         self.embed = PositionalEmbedding(channels)
+        self.label_embed = ClassEmbedding(classes, channels)  # added to the noise embedding (EDM's map_label)
         self.map0 = xavier_(nn.Linear(channels, emb))
         self.map1 = xavier_(nn.Linear(emb, emb))
         blk = dict(emb=emb, dropout=dropout)
@@ -147,8 +148,8 @@ class UNet(nn.Module):
         self.norm_out = _group_norm(cout)
         self.conv_out = xavier_(nn.Conv2d(cout, out_channels, 3, padding=1), gain=1e-5)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(self.map1(F.silu(self.map0(self.embed(label)))))
+    def forward(self, x: torch.Tensor, label: torch.Tensor, class_labels=None) -> torch.Tensor:
+        emb = F.silu(self.map1(F.silu(self.map0(self.label_embed(self.embed(label), class_labels)))))
         if self.fourier:
             x = torch.cat([x, fourier_features(x[:, :self.fourier_channels], self.fourier)], 1)
         h = self.conv_in(x)

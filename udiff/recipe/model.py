@@ -249,6 +249,8 @@ PRECONDS = ("auto",) + REG.PRECONDS.names()
 PRECOND_DOC = ("what the network predicts: auto (edm for processes with one number per component, eps for "
                "phase-space ones), " + REG.PRECONDS.doc())
 SIGMA_DATA_DOC = "edm preconditioning: the data's standard deviation sigma_data (EDM: 0.5)"
+CLASSES_DOC = ("class-conditional with K classes (labels 0 ... K-1 from the data; K is the null class of [train] "
+               "label_dropout); 0 = unconditional")
 
 
 @spec("net", "unet")
@@ -267,6 +269,7 @@ class UNetSpec:
     sigma_data: float = opt(0.5, doc=SIGMA_DATA_DOC, min=0.0, min_open=True)
     fourier_features: tuple[int, ...] = opt((), doc="exponents n of extra input channels sin and cos(2^n 2 pi "
                                                     "z) per state channel (VDM: [6, 7]); [] = none", min=0, max=16)
+    classes: int = opt(0, doc=CLASSES_DOC, min=0)
 
 
 @spec("net", "mlp")
@@ -279,6 +282,7 @@ class MLPSpec:
     cond: str = opt("gamma", doc=COND_DOC, choices=NET_COND)
     precond: str = opt("auto", doc=PRECOND_DOC, choices=PRECONDS)
     sigma_data: float = opt(0.5, doc=SIGMA_DATA_DOC, min=0.0, min_open=True)
+    classes: int = opt(0, doc=CLASSES_DOC, min=0)
 
 
 @spec("net", "gaussian")
@@ -286,6 +290,13 @@ class GaussianNetSpec:
     """The exact denoiser for Gaussian data, fitted (mean, covariance) from the data, no gradient steps."""
 
     jitter: float = opt(0.0, doc="added to the covariance diagonal", min=0.0)
+    classes: int = opt(0, doc="a Gaussian per class (the class-conditional exact denoiser; no label: their mixture); "
+                              "0 = one Gaussian", min=0)
+
+
+TEST_DOC = ('held-out labelled data for the test accuracy [default: the ":test" split of a ":train" source, else the '
+            "last `holdout` fraction of the data]")
+HOLDOUT_DOC = "fraction of the data held out when there is no test split"
 
 
 @spec("net", "classifier")
@@ -298,10 +309,24 @@ class ClassifierSpec:
     channels: int = opt(32, doc="channels of the first of three stages (doubled at each 2x pooling)", min=1)
     features: int = opt(128, doc="width of the penultimate layer: the features eval-fid compares", min=2)
     dropout: float = opt(0.0, doc="dropout before the last layer", min=0.0, max=1.0)
-    test: Optional[str] = opt(None, doc='held-out labelled data for the test accuracy [default: the ":test" split of '
-                                        'a ":train" source, else the last `holdout` fraction of the data]')
-    holdout: float = opt(0.1, doc="fraction of the data held out when there is no test split", min=0.0, max=0.5,
-                         min_open=True)
+    test: Optional[str] = opt(None, doc=TEST_DOC)
+    holdout: float = opt(0.1, doc=HOLDOUT_DOC, min=0.0, max=0.5, min_open=True)
+
+
+@spec("net", "noisy-classifier")
+class NoisyClassifierSpec:
+    """A noise-conditional classifier p(y | z_t) of the recipe's process and schedule, for classifier guidance
+    (`udiff sample MODEL --classifier PATH --class K`): `udiff train` fits it by cross-entropy on noisy states of
+    labelled data at random times ([train] steps, batch_size, lr with warm-up then cosine decay, weight_decay,
+    grad_clip, seed; no EMA) and writes a `noisy-classifier` artifact with its accuracy per noise level."""
+
+    channels: int = opt(32, doc="channels of the first resolution (the U-Net's residual blocks, no attention)", min=1)
+    channel_mult: tuple[int, ...] = opt((1, 2, 2), doc="channel multiplier per resolution (2x down-sampling "
+                                                       "between them)", min=1)
+    num_blocks: int = opt(1, doc="residual blocks per resolution", min=1)
+    dropout: float = opt(0.0, doc="dropout probability", min=0.0, max=1.0)
+    test: Optional[str] = opt(None, doc=TEST_DOC)
+    holdout: float = opt(0.1, doc=HOLDOUT_DOC, min=0.0, max=0.5, min_open=True)
 
 
 WEIGHTINGS = REG.WEIGHTINGS.names()
@@ -334,6 +359,9 @@ class TrainSpec:
                          choices=PRECISIONS)
     compile: Optional[bool] = opt(None, doc="torch.compile the network [default: on CUDA yes (the small "
                                             "networks are launch-bound without it), on the CPU no]")
+    label_dropout: float = opt(0.0, doc="class-conditional nets: replace each label by the null class with this "
+                                        "probability, so that the network is also unconditional (classifier-free "
+                                        "guidance needs it; 0.1 is usual)", min=0.0, max=1.0)
 
 
 SAMPLERS = REG.SAMPLERS.names()
@@ -450,6 +478,9 @@ def _cross_checks(s: dict) -> None:
     if getattr(sched, "kind", "") == "vdm-learned" and s["train"].weighting != "vlb" and net.kind != "gaussian":
         raise RecipeError("[train] weighting: a learned schedule ([schedule] kind = \"vdm-learned\") is trained "
                           f"by the bound; set weighting = \"vlb\" (got {s['train'].weighting!r})")
+    if s["train"].label_dropout > 0 and not getattr(net, "classes", 0):
+        raise RecipeError("[train] label_dropout: drops class labels, but the network is unconditional; set [net] "
+                          "classes = K (the number of classes)")
     if s["train"].weighting == "vlb" and s["train"].times != "stratified":
         raise RecipeError("[train] times: the bound's estimator needs uniform times; set times = \"stratified\" "
                           "with weighting = \"vlb\"")
