@@ -65,8 +65,8 @@ def test_soft_conditioning_in_every_basis_samples_the_data(runner, tmp_path, gau
 @pytest.mark.parametrize("process", ["vp", "psld"])
 @pytest.mark.parametrize("basis,order", [("pca", "variance"), ("dct", "frequency"), ("haar", "level")])
 def test_soft_conditioning_at_the_defaults_samples_the_data(tmp_path, gauss_img, basis, order, process):
-    """Nothing set but the schedule (softness 0.5): the default sampler, steps and time grid (heun on the edm
-    grid, which gives every group of components its share; sscs for PSLD) within 5%. (Before, these were
+    """Nothing set but the schedule (softness 0.5): the default sampler, steps and time grid (dpmpp-2m-sde on
+    the edm grid, which gives every group of components its share; sscs for PSLD) within 5%. (Before, these were
     9-16% off with their defaults.)"""
     from udiff.samplers import generate
 
