@@ -50,6 +50,35 @@ def test_help_lists_every_command(runner):
         assert "Usage: udiff " + name in r.output
 
 
+_NO_TORCH = """
+import sys
+from udiff.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+assert "torch" not in sys.modules, "imported torch"
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"]] + [[name, "--help"] for name in COMMANDS])
+def test_help_does_not_import_torch(args):
+    """`--help` answers at once: torch takes seconds to import (6-9 s on a loaded machine, measured)."""
+    r = subprocess.run([PYTHON, "-c", _NO_TORCH, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("words,cword,expect", [("udiff tr", 1, "train"), ("udiff train @dig", 2, "@digits"),
+                                                ("udiff sample --sampler dpm", 3, "dpmpp-2m-sde"),
+                                                ("udiff plot ", 2, "history")])
+def test_shell_completion_does_not_import_torch(words, cword, expect):
+    """Every Tab press runs udiff: completion must stay fast (it took 6.7 s when it imported torch)."""
+    env = dict(os.environ, COMP_WORDS=words, COMP_CWORD=str(cword), _UDIFF_COMPLETE="bash_complete")
+    r = subprocess.run([PYTHON, "-c", _NO_TORCH], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"plain,{expect}" in r.stdout.split(), r.stdout  # bash_complete answers "type,value" lines
+
+
 def test_bare_udiff_shows_help(runner):
     r = invoke(runner, [])
     assert "Commands:" in r.output

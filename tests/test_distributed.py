@@ -13,6 +13,7 @@ import torch
 from conftest import PYTHON, RECIPES, invoke
 from udiff import artifacts
 from udiff import distributed as D
+from udiff.errors import UdiffError
 
 # A tiny U-Net on the 8x8 digits: a few milliseconds a step
 TINY = ["--set", "train.batch_size=16", "--set", "net.channels=8", "--set", "net.num_blocks=1",
@@ -48,7 +49,7 @@ def test_items_split_in_whole_batches_in_order():
 def test_bad_environment_and_single_process_commands(runner, monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "5")
-    with pytest.raises(D.UdiffError, match="RANK=5, WORLD_SIZE=2"):
+    with pytest.raises(UdiffError, match="RANK=5, WORLD_SIZE=2"):
         D.world()
     monkeypatch.setenv("RANK", "0")
     r = invoke(runner, ["fit-basis", os.path.join(RECIPES, "digits.toml"), "-o", str(tmp_path / "b.safetensors")],

@@ -338,6 +338,6 @@ def test_cli_noisy_classifier_trains_and_guides(runner, tmp_path, one_thread):
     assert meta["class"] == 0 and meta["classifier"].startswith(cls) and meta["classifier_scale"] == 4.0
     other = str(tmp_path / "p.safetensors")
     invoke(runner, ["train", write(tmp_path / "p.toml", DIGITS.format(process="psld", classes=0)), "-o", other])
-    r = invoke(runner, ["sample", other, "-n", "2", "--class", "0", "--classifier", cls, "--sampler", "heun", "-o", out],
-               ok=False)
+    r = invoke(runner, ["sample", other, "-n", "2", "--class", "0", "--classifier", cls, "--sampler", "heun",
+                        "-o", out], ok=False)
     assert r.exit_code == 2 and "trained on other states" in r.stderr

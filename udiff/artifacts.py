@@ -3,7 +3,8 @@
 Every artifact is a plain safetensors file (never a pickle) whose string metadata says what it is:
 
     format          "pt" (what other safetensors tools look for)
-    udiff.kind      model | checkpoint | samples | basis | classifier | noisy-classifier | stats   (a command refuses the wrong kind)
+    udiff.kind      model | checkpoint | samples | basis | classifier | noisy-classifier | stats
+                    (a command refuses the wrong kind)
     udiff.format    integer version of this layout
     udiff.recipe    the full resolved recipe as canonical JSON (absent for artifacts without one)
     udiff.version   the udiff version that wrote it;  torch.version likewise

@@ -8,6 +8,8 @@ import os
 import numpy as np
 import torch
 
+from .data import IMAGE_EXTS  # the suffixes read as images, one list for data sources and inpaint
+
 
 def grid(images: torch.Tensor, cols: int | None = None, pad: int = 1, background: int = 0) -> np.ndarray:
     """uint8 (N, C, H, W) → one uint8 (H', W', C) array with the images on a grid, row by row."""
@@ -43,7 +45,6 @@ def save_png(path: str, array: np.ndarray, scale: int | None = 1) -> None:
     img.save(path, format="PNG")
 
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def open_image(path: str, what: str):

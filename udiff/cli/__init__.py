@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import UdiffError
+from ..world import world
 
 COMMANDS = {
     "fit-basis": "udiff.cli.fit_basis",
@@ -64,18 +65,14 @@ class UdiffGroup(click.Group):
         return importlib.import_module(COMMANDS[name]).command
 
     def resolve_command(self, ctx, args):
-        from .. import distributed
-
         name, cmd, rest = super().resolve_command(ctx, args)
-        size = distributed.world().size
+        size = world().size
         if size > 1 and name in COMMANDS and name not in DISTRIBUTED and not ctx.resilient_parsing:
             raise UdiffError(f"'udiff {name}' runs in one process; run it without torchrun (WORLD_SIZE is {size}; "
                              f"{', '.join(DISTRIBUTED)} split their work over processes)")
         return name, cmd, rest
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from .. import distributed
-
         argv = list(sys.argv[1:] if args is None else args)
         head = argv[:argv.index("--")] if "--" in argv else argv
         debug = "--debug" in head
@@ -86,7 +83,7 @@ class UdiffGroup(click.Group):
         if options.QUIET:
             argv = ["--quiet"] + [a for a in head if a != "--quiet"] + argv[len(head):]
         try:
-            speaks = distributed.world().main  # under torchrun rank 0 alone prints the error line
+            speaks = world().main  # under torchrun rank 0 alone prints the error line
         except UdiffError:
             speaks = True
         try:
@@ -127,7 +124,9 @@ class UdiffGroup(click.Group):
             click.echo(f"udiff: error: {where}{e.strerror or e}{_ERRNO_HINTS.get(e.errno, '')}", err=True)
             rv = 2
         finally:
-            distributed.stop()
+            joined = sys.modules.get("udiff.distributed")  # a command that never loaded it joined no group
+            if joined is not None:
+                joined.stop()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

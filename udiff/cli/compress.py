@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ..coding import Settings
+from ..coding_settings import Settings
 from .options import PATH, check_outputs, device_option, emit, json_option, resolve_device, stderr_is_terminal
 
 STEPS = Settings.steps  # T of the chain when --steps is not given (docs/compression.md)

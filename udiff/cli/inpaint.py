@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..images import IMAGE_EXTS
 from ..registry import GRIDS, INPAINT_METHODS, MASKS, SAMPLERS
 from .options import (PATH, check_outputs, conditioning_options, device_option, emit, grid_scale_option, json_option,
                       set_option)
@@ -58,7 +57,7 @@ def command(model_path, image, mask_spec, out, grid_png, grid_scale, method, res
 
     from .. import artifacts
     from ..data import to_uint8
-    from ..images import read_items, read_mask
+    from ..images import IMAGE_EXTS, read_items, read_mask
     from ..inpaint import inpaint
     from .models import autocast, conditioning, load_for_sampling
 
