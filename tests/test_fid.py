@@ -180,9 +180,9 @@ def test_the_numbers_are_torch_fidelitys_calculate_metrics(work):
     real, fake = (D.load("tensors:" + work["files"][k]).images for k in ("base", "contrast"))
     ext = fid.extractor("classifier:" + work["clf"])
     module = ext.build("cpu")
-    s_fake, _ = fid.measure(module, ext, fid.image_set("fake", fake))
-    s_real, _ = fid.measure(module, ext, fid.image_set("real", real))
-    ours = fid.compare(s_fake, s_real, fid.METRICS)
+    s_fake = fid.measure(module, ext, fid.image_set("fake", fake)).stats
+    s_real = fid.measure(module, ext, fid.image_set("real", real)).stats
+    ours = fid.compare(s_fake, s_real, fid.REF_METRICS)
     theirs = torch_fidelity.calculate_metrics(
         input1=fid._Images(fake, lambda x: x), input2=fid._Images(real, lambda x: x), fid=True, kid=True, prc=True,
         feature_extractor=fid.CLASSIFIER_NAME, net=net, cuda=False, cache=False, verbose=False, save_cpu_ram=True,
@@ -190,6 +190,81 @@ def test_the_numbers_are_torch_fidelitys_calculate_metrics(work):
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-9)
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9)
     assert (ours["precision"], ours["recall"]) == (theirs["precision"], theirs["recall"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Class accuracy of labelled samples
+
+
+def _predicted(clf_path, images):
+    """The classifier's class of each image, computed here from its network."""
+    from udiff.build import classifier_from_artifact
+    from udiff.data import to_unit
+
+    net, _ = classifier_from_artifact(artifacts.load(clf_path))
+    with torch.no_grad():
+        return net(to_unit(images)).argmax(1)
+
+
+def _hand_accuracy(pred, labels, classes=10):
+    per = [float((pred[labels == k] == k).double().mean()) if (labels == k).any() else None for k in range(classes)]
+    return float((pred == labels).double().mean()), per
+
+
+def test_accuracy_is_the_share_of_samples_the_classifier_puts_in_their_class(runner, work, tmp_path):
+    """Labels from a tensors file: the true digits, and the same images with every label moved up by one
+    (most are then wrong, and class 0 holds no item); the reported accuracy, overall and per class, is the one
+    computed here from the classifier's own outputs."""
+    ds = D.load("digits")
+    images, labels = ds.images[:600].contiguous(), ds.labels[:600]
+    pred = _predicted(work["clf"], images)
+    for name, lab in {"true": labels, "moved": (labels + 1).clamp(max=9)}.items():
+        path = str(tmp_path / f"{name}.safetensors")
+        save_file({"images": images, "labels": lab.contiguous()}, path)
+        r = _eval(runner, "tensors:" + path, "--extractor", "classifier:" + work["clf"], "--metrics", "accuracy")
+        want, per = _hand_accuracy(pred, lab)
+        assert r["accuracy"] == pytest.approx(want, abs=1e-12)
+        assert r["accuracy_per_class"] == pytest.approx(per, abs=1e-12)
+        assert r["n_per_class"] == torch.bincount(lab, minlength=10).tolist() and "fid" not in r
+    assert r["accuracy_per_class"][0] is None  # no item is labelled 0 after the move
+    # with a reference, fid and accuracy in one call; a data source brings its labels (the classifier's accuracy)
+    both = _eval(runner, "digits", "--ref", "tensors:" + work["files"]["base"], "--extractor",
+                 "classifier:" + work["clf"], "--metrics", "fid,accuracy")
+    assert both["fid"] > 0 and both["accuracy"] == pytest.approx(
+        _hand_accuracy(_predicted(work["clf"], ds.images), ds.labels)[0], abs=1e-12)
+    assert both["accuracy"] > 0.5  # the tiny classifier does learn the digits
+
+
+def test_accuracy_of_class_conditional_samples_end_to_end(runner, work, tmp_path):
+    """udiff sample --labels writes the labels; eval-fid judges the images against them."""
+    model = str(tmp_path / "cond.safetensors")
+    rec = write(tmp_path / "cond.toml", '[data]\nsource = "digits"\n[schedule]\nkind = "vp-linear"\n[net]\n'
+                                        'kind = "gaussian"\nclasses = 10\n')
+    invoke(runner, ["train", rec, "-o", model])
+    samples = str(tmp_path / "s.safetensors")
+    invoke(runner, ["sample", model, "--seeds", "0-99", "--labels", ",".join(f"{k}*10" for k in range(10)),
+                    "--steps", "16", "-o", samples])
+    art = artifacts.load(samples, "samples")
+    r = _eval(runner, samples, "--extractor", "classifier:" + work["clf"], "--metrics", "accuracy")
+    want, _ = _hand_accuracy(_predicted(work["clf"], art.tensors["images"]), art.tensors["labels"])
+    assert r["accuracy"] == pytest.approx(want, abs=1e-12) and r["n_samples"] == 100
+    assert r["n_per_class"] == [10] * 10
+
+
+def test_accuracy_bad_input(runner, work, tmp_path):
+    base = "tensors:" + work["files"]["base"]  # images without labels
+    _fails(runner, ["eval-fid", base, "--extractor", "classifier:" + work["clf"], "--metrics", "accuracy"],
+           "carry no labels", tmp_path)
+    _fails(runner, ["eval-fid", "digits", "--extractor", "projection", "--metrics", "accuracy"],
+           "use --extractor classifier:PATH", tmp_path)
+    _fails(runner, ["eval-fid", "digits", "--extractor", "classifier:" + work["clf"]], "give --ref REF", tmp_path)
+    _fails(runner, ["eval-fid", "digits", "--ref", "digits", "--extractor", "classifier:" + work["clf"], "--metrics",
+                    "accuracy", "--save-ref", str(tmp_path / "s.safetensors")], "one of those metrics", tmp_path)
+    bad = str(tmp_path / "bad.safetensors")
+    ds = D.load("digits")
+    save_file({"images": ds.images[:20].contiguous(), "labels": torch.full((20,), 12)}, bad)
+    _fails(runner, ["eval-fid", "tensors:" + bad, "--extractor", "classifier:" + work["clf"], "--metrics", "accuracy"],
+           "knows classes 0 ... 9", tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------

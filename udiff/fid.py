@@ -1,4 +1,5 @@
-"""Sample-quality metrics with torch-fidelity doing the arithmetic: FID, KID, precision/recall.
+"""Sample-quality metrics with torch-fidelity doing the arithmetic: FID, KID, precision/recall; and the class
+accuracy of labelled samples, judged by a classifier.
 
 Feature extractors are torch-fidelity feature extractors (`FeatureExtractorBase` subclasses in its registry),
 so its own code extracts the features (`create_feature_extractor`, `get_featuresdict_from_dataset`) and
@@ -16,6 +17,10 @@ Extractors, by the name given to `udiff eval-fid --extractor` (table `EXTRACTORS
     classifier:PATH   the penultimate layer of a `classifier` artifact (udiff train, [net] kind = "classifier"),
                       registered with torch-fidelity as "udiff-classifier": images at their own size and
                       channels, mapped to [-1, 1] bin centres as in training; features "penultimate"
+
+Class accuracy (`accuracy`): each labelled sample (`udiff sample --class/--labels` stores the labels) is given
+to a classifier's last layer, and the share whose largest logit is its label is reported, overall and per
+class. The classifier must not have taken part in sampling (guidance), or it judges its own work.
 
 Reference statistics (the `stats` artifact): `mu` (float32, as torch-fidelity computes it from float32
 features), `sigma` (float64, np.cov), and `features` (float32, N×D) when KID or precision/recall are to be
@@ -44,7 +49,8 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from .data import to_unit
 from .errors import ArtifactError, DataError, NonFiniteResult, UdiffError
 
-METRICS = ("fid", "kid", "prc")
+METRICS = ("fid", "kid", "prc", "accuracy")
+REF_METRICS = ("fid", "kid", "prc")  # the metrics that compare with a reference set
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's published Inception-v3 weights
 INCEPTION_SHA_PREFIX = "6726825d"  # the file name's hash prefix: the first digits of its SHA-256
 KID_SUBSETS, KID_SUBSET_SIZE, PRC_NEIGHBORHOOD, RNG_SEED = 100, 1000, 3, 2020  # torch-fidelity's defaults
@@ -119,12 +125,14 @@ class Extractor:
     prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # uint8 images → the extractor's uint8 input
     check: Callable[[tuple], None] = lambda shape: None            # raises DataError for images it cannot take
     batch_size: int = 256
+    logits: Optional[str] = None  # the layer of class logits, for `accuracy` (classifiers only)
 
-    def build(self, device):
-        """The torch-fidelity feature extractor module (on CUDA when `device` is)."""
+    def build(self, device, with_logits: bool = False):
+        """The torch-fidelity feature extractor module (on CUDA when `device` is); with its logits layer too."""
         cuda = torch.device(device).type == "cuda"
+        layers = [self.layer] + ([self.logits] if with_logits else [])
         try:
-            return create_feature_extractor(self.tf_name, [self.layer], cuda=cuda, verbose=False, **self.kwargs())
+            return create_feature_extractor(self.tf_name, layers, cuda=cuda, verbose=False, **self.kwargs())
         except RuntimeError as e:  # load_state_dict of weights for another network
             raise ArtifactError(f"{self.name}: the weights do not fit torch-fidelity's {self.tf_name} "
                                 f"({str(e).splitlines()[0][:120]}); expected {INCEPTION_FILE}") from None
@@ -221,15 +229,15 @@ def _classifier(arg: str, weights: Optional[str]) -> Extractor:
 
     handling = f"native {'x'.join(map(str, shape))} uint8 mapped to [-1, 1] bin centres as in training, no resize"
     return Extractor(f"classifier:{arg}", "classifier", CLASSIFIER_NAME, "penultimate", art.meta["udiff.sha256"],
-                     handling, kwargs=lambda: {"net": net}, check=check, batch_size=500)
+                     handling, kwargs=lambda: {"net": net}, check=check, batch_size=500, logits="logits")
 
 
-def features(module, ext: Extractor, images: torch.Tensor, device="cpu") -> torch.Tensor:
-    """Features (N, D) float32 on the CPU of uint8 images (N, C, H, W), extracted by torch-fidelity."""
+def features(module, ext: Extractor, images: torch.Tensor, device="cpu") -> dict[str, torch.Tensor]:
+    """Every layer the module was built with, (N, D) float32 on the CPU, of uint8 images (N, C, H, W),
+    extracted by torch-fidelity."""
     cuda = torch.device(device).type == "cuda"
     data = _Images(images, ext.prepare)
-    out = get_featuresdict_from_dataset(data, module, ext.batch_size, cuda, save_cpu_ram=True, verbose=False)
-    return out[ext.layer]
+    return get_featuresdict_from_dataset(data, module, ext.batch_size, cuda, save_cpu_ram=True, verbose=False)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -260,16 +268,24 @@ class ImageSet:
     chunks: Callable[[list], Iterable[torch.Tensor]]
     batch: int = 1000
     info: dict = field(default_factory=dict)     # how they were made (filled in by a model's draws)
+    labels: Optional[torch.Tensor] = None        # int64 (n,): the class each image should show (for accuracy)
 
 
-def image_set(label: str, images: Optional[torch.Tensor], n: Optional[int] = None, what: str = "holds") -> ImageSet:
-    """The first `n` (default all) of uint8 `images` (N, C, H, W); None means the source held float data."""
+def image_set(label: str, images: Optional[torch.Tensor], n: Optional[int] = None, what: str = "holds",
+              labels: Optional[torch.Tensor] = None) -> ImageSet:
+    """The first `n` (default all) of uint8 `images` (N, C, H, W) and of their `labels`; None means the source
+    held float data."""
     if images is None or images.dtype != torch.uint8 or images.ndim != 4:
         raise DataError(f"{label}: {what} no 8-bit images (uint8 N×C×H×W); FID and its kin compare images")
     if n is not None and n > len(images):
         raise DataError(f"-n {n}: {label} {what} only {len(images)} images")
+    if labels is not None and (labels.dtype != torch.int64 or tuple(labels.shape) != (len(images),)):
+        raise DataError(f"{label}: its labels are {labels.dtype} of shape {tuple(labels.shape)}, not one int64 per "
+                        "image; write them with udiff sample --class/--labels")
     images = images[:n] if n is not None else images
-    return ImageSet(label, tuple(images.shape[1:]), len(images), lambda cuts: (images[a:b] for a, b in cuts))
+    labels = labels[:n] if labels is not None and n is not None else labels
+    return ImageSet(label, tuple(images.shape[1:]), len(images), lambda cuts: (images[a:b] for a, b in cuts),
+                    labels=labels)
 
 
 def drawn_image_set(label: str, shape: tuple, seeds, draw, batch_size: int, made: dict, progress=None) -> ImageSet:
@@ -297,35 +313,49 @@ def drawn_image_set(label: str, shape: tuple, seeds, draw, batch_size: int, made
     return out
 
 
-def measure(module, ext: Extractor, images: ImageSet, device="cpu", world=None) -> tuple["Stats", str]:
-    """Features of every image of the set, as Stats, and the SHA-256 of the images (uint8, in order).
+@dataclass
+class Measured:
+    """What `measure` got from one image set."""
+
+    stats: "Stats"                        # feature statistics (and the features)
+    images_sha256: str                    # of the images (uint8, in order)
+    logits: Optional[torch.Tensor] = None  # (N, classes) when the module was built with its logits layer
+
+
+def measure(module, ext: Extractor, images: ImageSet, device="cpu", world=None) -> Optional[Measured]:
+    """Features of every image of the set (and logits, when the module has that layer), and the digest of the
+    images.
 
     Under torchrun (`world`) each rank draws and measures its block of the set's batches, and rank 0 gathers
-    the images and features in order: the same Stats and digest as one process; (None, None) on the others."""
+    the images and features in order: the same result as one process; None on the other ranks."""
     from . import distributed
 
     world = world or distributed.World()
-    mine, feats = [], []
+    mine, layers = [], {}
     for chunk in images.chunks(distributed.batches(images.n, images.batch, world)):
         chunk = chunk.contiguous()
         mine.append(chunk)
-        feats.append(features(module, ext, chunk, device))
+        for name, value in features(module, ext, chunk, device).items():
+            layers.setdefault(name, []).append(value)
     empty = torch.zeros((0,) + tuple(images.shape), dtype=torch.uint8)
     mine = torch.cat(mine) if mine else empty
-    feats = torch.cat(feats) if feats else None
+    layers = {name: torch.cat(parts) for name, parts in layers.items()}
     if world.size > 1:
-        if feats is None:  # a rank without a batch: its (0, D) share, D learned from rank 0's count
-            feats = torch.zeros((0, ext_dim(module, ext, images.shape, device)))
-        mine, feats = distributed.gather(mine), distributed.gather(feats)
+        if not layers:  # a rank without a batch: its (0, D) share of each layer, D from one blank image
+            layers = {name: v[:0] for name, v in _blank(module, ext, images.shape, device).items()}
+        mine = distributed.gather(mine)
+        layers = {name: distributed.gather(v) for name, v in layers.items()}
         if not world.main:
-            return None, None
-    return Stats.of(feats if feats is not None else torch.zeros((0, 1))), hashlib.sha256(
-        mine.reshape(-1).numpy().tobytes()).hexdigest()
+            return None
+    feats = layers.get(ext.layer, torch.zeros((0, 1)))
+    return Measured(Stats.of(feats), hashlib.sha256(mine.reshape(-1).numpy().tobytes()).hexdigest(),
+                    layers.get(ext.logits) if ext.logits else None)
 
 
-def ext_dim(module, ext: Extractor, shape: tuple, device="cpu") -> int:
-    """The extractor's feature dimension (from one blank image)."""
-    return int(features(module, ext, torch.zeros((1,) + tuple(shape), dtype=torch.uint8), device).shape[1])
+def _blank(module, ext: Extractor, shape: tuple, device="cpu") -> dict[str, torch.Tensor]:
+    """Every layer of one blank image: the layers' dimensions."""
+    return features(module, ext, torch.zeros((1,) + tuple(shape), dtype=torch.uint8), device)
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -398,28 +428,77 @@ def compare(samples: Stats, ref: Stats, metrics=("fid",)) -> dict:
     return out
 
 
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The share of items whose largest logit is their label, overall and per class (None for a class with no
+    items), with the counts per class."""
+    classes = logits.shape[1]
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise DataError(f"labels from {int(labels.min())} to {int(labels.max())}, but the classifier knows classes "
+                        f"0 ... {classes - 1}; judge samples with a classifier of their classes")
+    right = (logits.argmax(1) == labels).double()
+    counts = torch.bincount(labels, minlength=classes)
+    hits = torch.bincount(labels, weights=right, minlength=classes)
+    per_class = [float(h / c) if c else None for h, c in zip(hits.tolist(), counts.tolist())]
+    return {"accuracy": float(right.mean()), "accuracy_per_class": per_class, "n_per_class": counts.tolist()}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The whole comparison
 
 
 @dataclass
 class Evaluation:
-    record: dict          # the result: metrics and what was measured (the JSON of udiff eval-fid)
-    ref: Stats            # the reference statistics (for --save-ref)
-    ref_desc: dict        # what they are of (a stats artifact's udiff.stats)
+    record: dict                   # the result: metrics and what was measured (the JSON of udiff eval-fid)
+    ref: Optional[Stats]           # the reference statistics (for --save-ref); None when no metric needs them
+    ref_desc: Optional[dict]       # what they are of (a stats artifact's udiff.stats)
 
 
-def evaluate(samples: ImageSet, ref: str, ext: Extractor, metrics=("fid",), device="cpu",
+def evaluate(samples: ImageSet, ref: Optional[str], ext: Extractor, metrics=("fid",), device="cpu",
              world=None) -> Evaluation | None:
-    """Compare an image set with REF (a data source, or a stats artifact path) in `ext`'s features.
+    """Compare an image set with REF (a data source, or a stats artifact path) in `ext`'s features, and judge
+    its labels with `ext`'s classifier for `accuracy` (which alone needs no REF).
     Under torchrun (`world`) the ranks share the batches of each set (see `measure`); rank 0 returns the
     Evaluation of one process, the other ranks None."""
     import time
 
-    from . import data as D
-
     t0 = time.perf_counter()
     ext.check(samples.shape)
+    judged = "accuracy" in metrics
+    if judged and ext.logits is None:
+        raise UdiffError(f"--metrics accuracy: needs a classifier's predictions, which the {ext.kind} extractor "
+                         "has not; use --extractor classifier:PATH (a classifier artifact from udiff train)")
+    if judged and samples.labels is None:
+        raise DataError(f"{samples.label}: its images carry no labels, so there is no class to judge; draw them "
+                        "with udiff sample --class K or --labels LIST and pass that samples artifact")
+    compared = [m for m in metrics if m in REF_METRICS]
+    if compared and ref is None:
+        raise UdiffError(f"--metrics {','.join(compared)}: compare with a reference; give --ref (a data source or a "
+                         "stats artifact)")
+    module = ext.build(device, with_logits=judged)
+    ref_stats = ref_desc = None
+    if compared:
+        ref_stats, ref_desc = _reference(module, ext, ref, samples, device, world)
+    got = measure(module, ext, samples, device, world)
+    if got is None:  # not rank 0
+        return None
+    record = compare(got.stats, ref_stats, compared) if compared else {}
+    if judged:
+        record.update(accuracy(got.logits, samples.labels))
+    if compared:
+        record.update(n_ref=ref_stats.n, ref=ref, ref_source=ref_desc.get("source"), ref_sha256=ref_stats.sha256(),
+                      feature_dim=int(ref_stats.mu.shape[0]))
+    record.update({"n_samples": got.stats.n, "samples": samples.label, "samples_sha256": got.images_sha256,
+                   "extractor": ext.name, "extractor_sha256": ext.sha256, "feature_layer": ext.layer,
+                   "handling": ext.handling, "torch_fidelity_version": TORCH_FIDELITY_VERSION, **samples.info,
+                   "seconds": round(time.perf_counter() - t0, 3), "device": str(device),
+                   "world_size": world.size if world else 1})
+    return Evaluation(record, ref_stats, ref_desc)
+
+
+def _reference(module, ext: Extractor, ref: str, samples: ImageSet, device, world) -> tuple[Stats, dict]:
+    """REF's statistics and what they are of: measured from a data source, or read from a stats artifact."""
+    from . import data as D
+
     if D.is_source(ref):
         ref_images, ref_stats = image_set(ref, D.load(ref).images), None
         ref_shape = ref_images.shape
@@ -430,23 +509,13 @@ def evaluate(samples: ImageSet, ref: str, ext: Extractor, metrics=("fid",), devi
     if ref_shape != samples.shape:
         raise DataError(f"{samples.label}: images of shape {samples.shape}, but the reference {ref} holds images of "
                         f"shape {ref_shape}; compare images of one shape")
-    module = ext.build(device)
     if ref_stats is None:
-        ref_stats, ref_images_sha = measure(module, ext, ref_images, device, world)
-        ref_desc = {"source": ref, "shape": list(ref_shape), "images_sha256": ref_images_sha, "extractor": ext.name,
-                    "extractor_kind": ext.kind, "extractor_sha256": ext.sha256, "feature_layer": ext.layer,
-                    "handling": ext.handling}
-    sample_stats, samples_sha = measure(module, ext, samples, device, world)
-    if sample_stats is None:  # not rank 0
-        return None
-    record = {**compare(sample_stats, ref_stats, metrics), "n_samples": sample_stats.n, "n_ref": ref_stats.n,
-              "samples": samples.label, "samples_sha256": samples_sha, "ref": ref, "ref_source": ref_desc.get("source"),
-              "ref_sha256": ref_stats.sha256(), "extractor": ext.name, "extractor_sha256": ext.sha256,
-              "feature_layer": ext.layer, "feature_dim": int(ref_stats.mu.shape[0]), "handling": ext.handling,
-              "torch_fidelity_version": TORCH_FIDELITY_VERSION, **samples.info,
-              "seconds": round(time.perf_counter() - t0, 3), "device": str(device),
-              "world_size": world.size if world else 1}
-    return Evaluation(record, ref_stats, ref_desc)
+        got = measure(module, ext, ref_images, device, world)
+        ref_stats = got.stats if got is not None else None
+        ref_desc = {"source": ref, "shape": list(ref_shape), "images_sha256": got and got.images_sha256,
+                    "extractor": ext.name, "extractor_kind": ext.kind, "extractor_sha256": ext.sha256,
+                    "feature_layer": ext.layer, "handling": ext.handling}
+    return ref_stats, ref_desc
 
 
 # ---------------------------------------------------------------------------------------------------

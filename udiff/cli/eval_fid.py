@@ -1,4 +1,5 @@
-"""`udiff eval-fid SAMPLES --ref REF`: FID (and KID, precision/recall) of images against reference statistics."""
+"""`udiff eval-fid SAMPLES --ref REF`: FID (and KID, precision/recall) of images against reference statistics, and
+the class accuracy of labelled samples."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from ..recipe import GRIDS, SAMPLERS
 from .options import PATH, check_outputs, device_option, emit, json_option, resolve_device, set_option
 
 
-@click.command("eval-fid", short_help="FID, KID and precision/recall of samples against a reference.")
+@click.command("eval-fid", short_help="FID, KID, precision/recall and class accuracy of samples.")
 @click.argument("samples_path", type=PATH, metavar="SAMPLES")
-@click.option("--ref", "ref", required=True, type=PATH, metavar="REF",
-              help="Reference: a data source (e.g. fashion-mnist:test) or a stats artifact written by --save-ref.")
+@click.option("--ref", "ref", type=PATH, metavar="REF",
+              help="Reference: a data source (e.g. fashion-mnist:test) or a stats artifact written by --save-ref "
+                   "(needed by fid, kid and prc).")
 @click.option("--metrics", default="fid", show_default=True, metavar="LIST",
-              help="Comma-separated metrics: fid, kid, prc (precision and recall).")
+              help="Comma-separated metrics: fid, kid, prc (precision and recall), accuracy (the share of labelled "
+                   "samples that a classifier extractor assigns to their label, overall and per class).")
 @click.option("--extractor", default="inception", show_default=True, metavar="NAME",
               help="Feature extractor: inception (torch-fidelity's inception-v3-compat; needs --weights) or "
                    "classifier:PATH (a classifier artifact from udiff train).")
@@ -50,6 +53,10 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     of images and torch-fidelity's version. For 28x28 grey images, where Inception features say little, use
     the penultimate features of a classifier trained on the data (recipes/classifier-fashion-mnist.toml).
 
+    --metrics accuracy judges class-conditional samples: the samples artifact of `udiff sample --class K` or
+    `--labels LIST` holds each sample's label, and a classifier extractor (one that took no part in the
+    sampling) says which class each image shows; no REF is needed for it alone.
+
     \b
     udiff eval-fid run/samples.safetensors --ref cifar10:cifar-10-python.tar.gz:train --weights inception.pth
     udiff eval-fid run/model.safetensors -n 10000 --ref fashion-mnist:test \\
@@ -57,6 +64,7 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     udiff eval-fid run/model.safetensors -n 10000 --ref run/fm-test.safetensors \\
         --extractor classifier:run/classifier.safetensors --metrics fid,kid,prc
     udiff sample run/model.safetensors -n 1000 -o - | udiff eval-fid - --ref run/fm-test.safetensors ...
+    udiff eval-fid run/class7.safetensors --extractor classifier:run/classifier.safetensors --metrics accuracy
     """
     from .. import artifacts
     from .. import data as D
@@ -71,6 +79,12 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
     if bad or not wanted:
         raise click.UsageError(f"--metrics {metrics}: {'unknown metric ' + repr(bad[0]) if bad else 'empty'} "
                                f"(allowed: {', '.join(fid.METRICS)})")
+    if ref is None and set(wanted) & set(fid.REF_METRICS):
+        raise click.UsageError(f"--metrics {metrics}: fid, kid and prc compare with a reference; give --ref REF (a "
+                               "data source or a stats artifact)")
+    if save_ref and (ref is None or not set(wanted) & set(fid.REF_METRICS)):
+        raise click.UsageError("--save-ref: saves the reference statistics that fid, kid and prc use; give --ref REF "
+                               "and one of those metrics")
     art = None if D.is_source(samples_path) else artifacts.load(samples_path, ("samples", "model", "checkpoint"))
     is_model = art is not None and art.kind in ("model", "checkpoint")
     sampling = {"--seeds": seeds, "--sampler": sampler, "--steps": steps, "--time-grid": time_grid,
@@ -84,8 +98,9 @@ def command(samples_path, ref, metrics, extractor, weights, save_ref, num, seeds
 
     world = distributed.world()  # under torchrun the ranks share the batches; rank 0 gathers and writes
     if not is_model:
-        images = art.tensors.get("images") if art is not None else D.load(samples_path).images
-        result = fid.evaluate(fid.image_set(samples_path, images, num), ref, ext, wanted, dev, world)
+        held = art.tensors if art is not None else vars(D.load(samples_path))
+        images = fid.image_set(samples_path, held.get("images"), num, labels=held.get("labels"))
+        result = fid.evaluate(images, ref, ext, wanted, dev, world)
     else:
         seed_list = _seeds(samples_path, num, seeds, seed)
         with progress(len(seed_list), "sample") as update:
@@ -139,8 +154,12 @@ def _human(r: dict) -> str:
     extra = [f"KID {r['kid_mean']:.5f} ± {r['kid_std']:.5f}"] if "kid_mean" in r else []
     extra += [f"precision {r['precision']:.4f}, recall {r['recall']:.4f}"] if "precision" in r else []
     head = " ".join(([f"FID {r['fid']:.4f}"] if "fid" in r else []) + ([f"({', '.join(extra)})"] if extra else []))
+    if "accuracy" in r:
+        per = ", ".join("-" if a is None else f"{a:.2f}" for a in r["accuracy_per_class"])
+        head = (head + "; " if head else "") + f"class accuracy {r['accuracy']:.4f} (per class {per})"
     how = r.get("sampling")
     made = f" ({how['sampler']}, {how['steps']} steps, {how['seconds']:.1f} s)" if how else ""
-    return (f"udiff eval-fid: {head}: {r['n_samples']} images of {r['samples']}{made} against {r['n_ref']} of "
-            f"{r['ref_source']}, {r['extractor']} features {r['feature_layer']} ({r['feature_dim']}), "
+    against = (f" against {r['n_ref']} of {r['ref_source']}, {r['extractor']} features {r['feature_layer']} "
+               f"({r['feature_dim']})" if "n_ref" in r else f" judged by {r['extractor']}")
+    return (f"udiff eval-fid: {head}: {r['n_samples']} images of {r['samples']}{made}{against}, "
             f"{r['handling']}; {r['seconds']:.1f} s on {r['device']}")
