@@ -79,6 +79,16 @@ def test_shell_completion_does_not_import_torch(words, cword, expect):
     assert f"plain,{expect}" in r.stdout.split(), r.stdout  # bash_complete answers "type,value" lines
 
 
+def test_cpu_runs_keep_freed_memory():
+    """glibc's malloc is told to keep freed blocks (mallopt answers 1 for each setting) where there is glibc."""
+    import platform
+
+    from udiff.cli.options import keep_freed_memory
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
+
+
 def test_bare_udiff_shows_help(runner):
     r = invoke(runner, [])
     assert "Commands:" in r.output
