@@ -288,6 +288,25 @@ def test_the_classifier_reports_its_held_out_accuracy(work):
     assert feats.shape == (5, 8)
 
 
+def test_classifier_training_reports_progress_lines(monkeypatch):
+    """Off a terminal (a makefile, a log file) classifier training reports lines, as diffusion training does."""
+    import functools
+
+    from udiff import classify
+    from udiff import recipe as R
+    from udiff.build import build_classifier
+    from udiff.train import LossLog
+
+    monkeypatch.setattr(classify, "LossLog", functools.partial(LossLog, report_every=0.0))
+    rec = R.from_dict({"data": {"source": "digits"}, "net": {"kind": "classifier", "channels": 4, "features": 8},
+                       "train": {"steps": 6, "batch_size": 16, "log_every": 2}})
+    ds = D.load("digits")
+    lines = []
+    classify.fit(build_classifier(rec.net, (1, 8, 8), 10), ds, ds, "digits", rec.train, report=lines.append)
+    assert [line.split(",")[0] for line in lines] == ["classifier training: step 2/6", "classifier training: step 4/6"]
+    assert all("img/s" in line for line in lines)
+
+
 def test_a_classifier_needs_labels(runner, tmp_path, gauss_file):
     rec = write(tmp_path / "c.toml", CLASSIFIER.replace('"digits"', f'"tensors:{gauss_file}"'))
     _fails(runner, ["train", rec, "-o", str(tmp_path / "c.safetensors")], "8-bit images", tmp_path)

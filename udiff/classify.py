@@ -75,8 +75,9 @@ def num_classes(*parts: Dataset) -> int:
 
 
 def fit(net, data: Dataset, test: Dataset, test_source: str, spec, *, hflip: bool = False, device="cpu",
-        progress: bool = False) -> ClassifierResult:
-    """Optimise `net` by cross-entropy on `data` per the [train] spec, then measure its accuracy on `test`."""
+        progress: bool = False, report=None) -> ClassifierResult:
+    """Optimise `net` by cross-entropy on `data` per the [train] spec, then measure its accuracy on `test`.
+    `progress`: a progress bar; `report(line)`: a line every half minute instead (stderr not a terminal)."""
     dev = torch.device(device)
     net.to(dev).train()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -84,7 +85,8 @@ def fit(net, data: Dataset, test: Dataset, test_source: str, spec, *, hflip: boo
                             weight_decay=spec.weight_decay)
     images, labels = data.images.to(dev), data.labels.to(dev)
     order = BatchOrder(len(data), spec.batch_size, spec.seed)
-    log = LossLog(spec.steps, device=dev, progress=progress, what="classifier training")
+    log = LossLog(spec.steps, device=dev, progress=progress, what="classifier training", every=spec.log_every,
+                  batch_size=spec.batch_size, report=report)
     t0 = time.perf_counter()
     for step in range(spec.steps):
         torch.manual_seed(step_seed(spec.seed, step))

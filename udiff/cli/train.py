@@ -151,6 +151,7 @@ def train_classifier(rec, ds, out, basis_path, device, dry_run, as_json):
     from .. import artifacts
     from .. import classify
     from .. import recipe as R
+    from . import options
     from ..build import build_classifier, build_model, fit_basis
     from ..train import export_state
     from .fit_basis import load_basis
@@ -169,8 +170,10 @@ def train_classifier(rec, ds, out, basis_path, device, dry_run, as_json):
         net = build_model(rec, info, fitted)
     else:
         net = build_classifier(rec.net, train.shape, classes)
+    bar = stderr_is_terminal()
+    lines = None if bar or options.QUIET else (lambda line: click.echo(f"udiff train: {line}", err=True))
     result = classify.fit(net, train, test, test_source, rec.train, hflip=rec.data.hflip, device=dev,
-                          progress=stderr_is_terminal())
+                          progress=bar, report=lines)
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     summary = {**result.as_dict(), "classes": classes, "shape": list(train.shape), "parameters": n_params}
     accuracy = f"{100 * result.test_accuracy:.2f}%"
